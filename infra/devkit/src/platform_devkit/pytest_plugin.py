@@ -1,0 +1,121 @@
+"""pytest fixtures for every test tree: a real embedded PostgreSQL per session, bootstrapped
+like production, and a clean warehouse and demo shop per test that asks for them.
+
+Registered through the `pytest11` entry point, so location tests and cross-location tests
+share one server. Tests always use their own embedded server in a temporary folder, never the
+`make dev` one and never a server PGHOST names.
+"""
+
+import os
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from platform_devkit.bootstrap import bootstrap
+from platform_devkit.instance import write_instance
+from platform_devkit.local import LocalPlatform
+from platform_devkit.settings import ROLES
+from platform_devkit.shop.generator import SIZES, Delivery, ShopSource
+
+# A fixed calendar for tests: results do not depend on the day they run.
+TEST_LAST_DAY = date(2026, 3, 10)
+
+# Variables the platform sets; scrubbed from the test process so none leaks in from a shell.
+PLATFORM_PREFIXES = ("PG", "DAGSTER_PG_", "WAREHOUSE_", "SHOP_DB_", "PAYMENTS_", "BI_READER_")
+
+
+def _scrubbed_environ() -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(PLATFORM_PREFIXES)}
+    for role in ROLES.values():
+        keep.pop(role.user_var, None)
+        keep.pop(role.password_var, None)
+    return keep
+
+
+class PlatformUnderTest:
+    """The session's platform plus helpers to reset and seed it."""
+
+    def __init__(self, platform: LocalPlatform) -> None:
+        self.platform = platform
+        self.env = platform.env()
+        self.landing = Path(self.env["PAYMENTS_LANDING_URL"])
+
+    def admin_connect(self, database: str = "postgres") -> psycopg2.extensions.connection:
+        admin = self.platform.settings.admin()
+        conn = psycopg2.connect(
+            host=admin["PGHOST"], port=admin["PGPORT"], user=admin["PGUSER"],
+            password=admin["PGPASSWORD"], dbname=database,
+        )  # fmt: skip
+        conn.autocommit = True
+        return conn
+
+    def connect_as(self, role: str, database: str | None = None) -> psycopg2.extensions.connection:
+        spec = ROLES[role]
+        conn = psycopg2.connect(
+            host=self.env["WAREHOUSE_HOST"], port=self.env["WAREHOUSE_PORT"],
+            user=self.env[spec.user_var], password=self.env[spec.password_var],
+            dbname=database or self.env["WAREHOUSE_DB"],
+        )  # fmt: skip
+        conn.autocommit = True
+        return conn
+
+    def query(self, sql: str, params: tuple = (), database: str | None = None) -> list[tuple]:
+        conn = self.admin_connect(database or self.env["WAREHOUSE_DB"])
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def reset(self) -> None:
+        """Drop the warehouse and the demo shop, empty the landing area, bootstrap again."""
+        conn = self.admin_connect()
+        try:
+            with conn.cursor() as cur:
+                for database in (self.env["WAREHOUSE_DB"], self.env["SHOP_DB_NAME"]):
+                    cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            conn.close()
+        for folder in (self.landing, self.platform.state / "landing" / "outbox"):
+            if folder.exists():
+                for file in folder.iterdir():
+                    file.unlink()
+        bootstrap(self.env)
+
+    def source(self) -> ShopSource:
+        return self.platform.source()
+
+    def seed(self, size: str = "tiny", **kwargs) -> Delivery:
+        kwargs.setdefault("last_day", TEST_LAST_DAY)
+        return self.source().seed(SIZES[size], size_name=size, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def test_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformUnderTest]:
+    """One embedded PostgreSQL for the session, bootstrapped, with a Dagster home."""
+    state = tmp_path_factory.mktemp("platform")
+    platform = LocalPlatform(state=state, environ=_scrubbed_environ(), progress=lambda _: None)
+    platform.start_postgres()
+    env = platform.env()
+    bootstrap(env)
+    write_instance(Path(env["DAGSTER_HOME"]))
+    try:
+        yield PlatformUnderTest(platform)
+    finally:
+        platform.stop_postgres()
+
+
+@pytest.fixture
+def platform_env(
+    test_platform: PlatformUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> PlatformUnderTest:
+    """A clean warehouse and shop (nothing seeded) and the platform's variables in os.environ,
+    where dg.EnvVar reads them."""
+    test_platform.reset()
+    for key, value in test_platform.env.items():
+        monkeypatch.setenv(key, value)
+    return test_platform

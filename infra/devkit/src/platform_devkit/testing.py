@@ -1,0 +1,40 @@
+"""Helpers for tests of any code location: run its assets in process, read what a run recorded."""
+
+import dagster as dg
+
+
+def materialize(
+    defs: dg.Definitions,
+    keys: list[str],
+    partition_key: str | None = None,
+    instance: dg.DagsterInstance | None = None,
+    **kwargs,
+) -> dg.ExecuteInProcessResult:
+    """Materialise asset keys ("raw/orders") and their checks with the location's resources."""
+    selection = dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(k) for k in keys])
+    return dg.materialize(
+        assets=[*defs.assets, *defs.asset_checks],
+        selection=selection,
+        resources=defs.resources,
+        partition_key=partition_key,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        **kwargs,
+    )
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    """The materialisation metadata of one asset in a run, as plain values."""
+    asset_key = dg.AssetKey.from_user_string(key)
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == asset_key:
+            return {k: v.value for k, v in event.materialization.metadata.items()}
+    raise AssertionError(f"{key} was not materialised")
+
+
+def check_of(result: dg.ExecuteInProcessResult, key: str, name: str) -> dg.AssetCheckEvaluation:
+    """The evaluation of one asset check in a run."""
+    asset_key = dg.AssetKey.from_user_string(key)
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.asset_key == asset_key and evaluation.check_name == name:
+            return evaluation
+    raise AssertionError(f"check {key}:{name} did not run")

@@ -1,0 +1,64 @@
+"""raw/payments and raw/payments_rejected: the provider's daily files, validated, one partition
+per business day."""
+
+import dagster as dg
+
+from ingestion.defs.resources import PaymentLanding, PostgresResource
+
+PAYMENTS = dg.AssetKey(["raw", "payments"])
+PAYMENTS_REJECTED = dg.AssetKey(["raw", "payments_rejected"])
+REJECT_CHECK = "reject_ratio_within_limit"
+
+# One partition per business day; a day's partition exists once the day is over, which is
+# when the provider delivers its file.
+PAYMENTS_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2025-01-01")
+
+
+def _spec(key: dg.AssetKey, description: str, primary_key: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key=key,
+        description=description,
+        group_name="payments",
+        owners=["team:ingestion"],
+        tags={"source": "payment_files", "load": "daily_partition"},
+        kinds={"dlt", "postgres", "csv"},
+        metadata={"primary_key": primary_key, "dagster/table_name": ".".join(key.path)},
+    )
+
+
+PAYMENT_SPECS: dict[str, dg.AssetSpec] = {
+    "payments": _spec(
+        PAYMENTS, "Payments from the provider's daily files, one row per valid payment.",
+        "payment_id",
+    ),
+    "payments_rejected": _spec(
+        PAYMENTS_REJECTED,
+        "Payment file lines that failed validation, with file, line and reason.",
+        "source_file, source_line",
+    ),
+}  # fmt: skip
+
+
+@dg.multi_asset(
+    specs=list(PAYMENT_SPECS.values()),
+    check_specs=[
+        dg.AssetCheckSpec(
+            REJECT_CHECK,
+            asset=PAYMENTS,
+            description="The share of rejected lines in the day's files is within the limit.",
+        )
+    ],
+    partitions_def=PAYMENTS_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=31),
+    name="payment_files",
+)
+def payment_files(
+    context: dg.AssetExecutionContext,
+    payment_landing: PaymentLanding,
+    warehouse: PostgresResource,
+    shop_db: PostgresResource,
+):
+    """Validates the day's payment files and loads good and rejected rows into raw."""
+    from ingestion.pipelines.payments import load_payment_files
+
+    yield from load_payment_files(context, payment_landing, warehouse, shop_db)

@@ -1,0 +1,92 @@
+"""Connections of the ingestion location, all from the environment (dg.EnvVar).
+
+Nothing here connects while the code location loads: resources are bound lazily, so a code
+server starts without its databases, and a missing variable fails the run that needs it with
+a message naming the variable.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import psycopg2
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """A PostgreSQL database and the role this location uses on it."""
+
+    host: str
+    port: int = 5432
+    database: str
+    user: str
+    password: str
+    sslmode: str = "prefer"
+
+    def dlt_fields(self) -> dict:
+        """Connection fields for dlt. Structured, never a URL: dlt masks the password when it
+        prints credentials, while a malformed URL ends up verbatim in driver error messages."""
+        return {
+            "drivername": "postgresql",
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "username": self.user,
+            "password": self.password,
+            "query": {"sslmode": self.sslmode},
+        }
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg2.extensions.connection]:
+        conn = psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            user=self.user,
+            password=self.password,
+            sslmode=self.sslmode,
+            connect_timeout=10,
+            application_name="dagster-ingestion",
+        )
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+class PaymentLanding(dg.ConfigurableResource):
+    """The payment provider's landing area (an fsspec URL: a folder, or s3://bucket/prefix) and
+    how many malformed rows a file may have before its check fails."""
+
+    url: str
+    max_reject_ratio: float = 0.05
+
+
+def warehouse_from_env() -> PostgresResource:
+    return PostgresResource(
+        host=dg.EnvVar("WAREHOUSE_HOST"),
+        port=dg.EnvVar.int("WAREHOUSE_PORT"),
+        database=dg.EnvVar("WAREHOUSE_DB"),
+        user=dg.EnvVar("INGESTION_WAREHOUSE_USER"),
+        password=dg.EnvVar("INGESTION_WAREHOUSE_PASSWORD"),
+    )
+
+
+def shop_db_from_env() -> PostgresResource:
+    return PostgresResource(
+        host=dg.EnvVar("SHOP_DB_HOST"),
+        port=dg.EnvVar.int("SHOP_DB_PORT"),
+        database=dg.EnvVar("SHOP_DB_NAME"),
+        user=dg.EnvVar("SHOP_DB_USER"),
+        password=dg.EnvVar("SHOP_DB_PASSWORD"),
+    )
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "warehouse": warehouse_from_env(),
+            "shop_db": shop_db_from_env(),
+            "payment_landing": PaymentLanding(url=dg.EnvVar("PAYMENTS_LANDING_URL")),
+        }
+    )
