@@ -2,9 +2,9 @@
 
 import dagster as dg
 import pytest
-from platform_devkit.testing import materialize as materialize_in
 
 from ingestion.definitions import defs as load_defs
+from platform_devkit.testing import materialize as materialize_in
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 import dagster as dg
 import pytest
+
 from platform_devkit.testing import check_of, metadata_of
 
 pytestmark = pytest.mark.integration
@@ -108,5 +109,6 @@ def test_a_failed_load_never_writes_the_password_into_the_run_log(
     assert not result.success
     records = instance.all_logs(result.run_id)
     failure = [r for r in records if r.dagster_event and r.dagster_event.is_step_failure]
-    assert failure and "no_such_database" in str(failure[0].dagster_event.event_specific_data)
+    assert failure
+    assert "no_such_database" in str(failure[0].dagster_event.event_specific_data)
     assert not [r for r in records if password in str(r)]

@@ -7,4 +7,9 @@ import dagster as dg
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+        # A run is one dlt load plus its checks: a process per step would only add start-up
+        # time. In Kubernetes each run already gets a pod of its own.
+        dg.Definitions(executor=dg.in_process_executor),
+    )

@@ -32,7 +32,7 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 
 PAYMENT_HEADER = ["payment_id", "order_id", "amount", "currency", "method", "paid_at"]
-MALFORMED_KINDS = ("bad_type", "missing_field", "unknown_order", "truncated")
+MALFORMED_KINDS = ("bad_type", "missing_field", "unknown_order", "truncated")  # in this order
 PAYMENT_FILE_PREFIX = "payments_"
 
 FIRST_NAMES = np.array(
@@ -499,8 +499,11 @@ class ShopSource:
         bad = max(1, round(len(rows) * malformed_ratio)) if malformed_ratio > 0 and rows else 0
         lines = [_csv_line(r) for r in rows]
         tail = ""
-        for k in range(bad):
-            kind = MALFORMED_KINDS[k % len(MALFORMED_KINDS)]
+        # The row-level kinds in turn; a file can be cut short only once, at its end.
+        kinds = [MALFORMED_KINDS[k % 3] for k in range(bad)]
+        if bad >= len(MALFORMED_KINDS):
+            kinds[-1] = "truncated"
+        for k, kind in enumerate(kinds):
             report.malformed[kind] = report.malformed.get(kind, 0) + 1
             template = rows[int(rng.integers(0, len(rows)))]
             if kind == "truncated":

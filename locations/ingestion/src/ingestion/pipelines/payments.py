@@ -147,10 +147,17 @@ def load_payment_files(
     _clear_days(warehouse, "payments_rejected", [d for d in days if d not in rejected_days])
 
     by_reason = rows.rejected_by_reason()
+    # Per-partition row counts only make sense when the run covers one day.
+    one_day = len(days) == 1
     extra = {
-        PAYMENTS: {"good_rows": len(rows.good), "files": [f.name for f in files]},
+        PAYMENTS: {
+            "good_rows": len(rows.good),
+            "files": [f.name for f in files],
+            **({"dagster/partition_row_count": len(rows.good)} if one_day else {}),
+        },
         PAYMENTS_REJECTED: {
             "rejected_rows": len(rows.rejected),
+            **({"dagster/partition_row_count": len(rows.rejected)} if one_day else {}),
             "rejected_by_reason": by_reason,
             "preview": dg.MetadataValue.md(_preview(rows.rejected)),
         },

@@ -32,5 +32,7 @@ def raw_pipeline(name: str, warehouse: PostgresResource) -> Iterator[dlt.Pipelin
             destination=dlt.destinations.postgres(credentials=warehouse.dlt_fields()),
             dataset_name=RAW_DATASET,
             pipelines_dir=folder,
-            progress="log",
+            # Progress through dlt's logger twice a minute: long loads show they are alive
+            # without flooding the run's stdout.
+            progress=dlt.progress.log(log_period=30, logger="dlt_logger", dump_system_stats=False),
         )

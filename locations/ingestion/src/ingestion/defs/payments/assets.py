@@ -51,6 +51,9 @@ PAYMENT_SPECS: dict[str, dg.AssetSpec] = {
     partitions_def=PAYMENTS_PARTITIONS,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=31),
     name="payment_files",
+    # One load at a time: runs of one dlt pipeline share its staging tables in raw_staging,
+    # which a merge truncates and refills.
+    pool="ingestion_payment_files",
 )
 def payment_files(
     context: dg.AssetExecutionContext,

@@ -18,9 +18,13 @@ SHOP_TABLES: dict[str, tuple[str, str]] = {
 # cursor.
 CURSOR_COLUMN = "updated_at"
 
-# Hourly, and once right away when a table has never been loaded (a new deployment fills
-# itself). Downstream locations react to these materialisations with their own conditions.
-SHOP_AUTOMATION = dg.AutomationCondition.on_cron("0 * * * *") | dg.AutomationCondition.on_missing()
+# Hourly; and a new deployment fills itself: a table never loaded is requested on the
+# condition's first evaluation (on_missing alone only covers tables added later).
+SHOP_AUTOMATION = (
+    dg.AutomationCondition.on_cron("0 * * * *")
+    | dg.AutomationCondition.on_missing()
+    | (dg.AutomationCondition.missing() & dg.AutomationCondition.initial_evaluation())
+)
 
 SHOP_SPECS: dict[str, dg.AssetSpec] = {
     table: dg.AssetSpec(
@@ -41,6 +45,8 @@ SHOP_SPECS: dict[str, dg.AssetSpec] = {
     specs=list(SHOP_SPECS.values()),
     can_subset=True,
     name="shop_tables",
+    # One load at a time: runs of one dlt pipeline share its staging tables in raw_staging,
+    # which a merge truncates and refills.
     pool="ingestion_shop_db",
 )
 def shop_tables(

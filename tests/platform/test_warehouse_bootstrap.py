@@ -1,0 +1,115 @@
+"""infra/sql/bootstrap.sql on a real server: idempotent, and least privilege for every role."""
+
+import psycopg2
+import pytest
+
+from platform_devkit.bootstrap import bootstrap
+
+pytestmark = pytest.mark.integration
+
+CATALOG = {
+    "roles": """SELECT rolname, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolinherit
+                FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1""",
+    "databases": """SELECT datname, pg_get_userbyid(datdba), datacl::text
+                    FROM pg_database ORDER BY 1""",
+    "memberships": """SELECT roleid::regrole::text, member::regrole::text FROM pg_auth_members
+                      ORDER BY 1, 2""",
+    "schemas": """SELECT nspname, pg_get_userbyid(nspowner), nspacl::text FROM pg_namespace
+                  WHERE nspname !~ '^pg_' ORDER BY 1""",
+    "default_privileges": """SELECT defaclrole::regrole::text, defaclnamespace::regnamespace::text,
+                             defaclobjtype, defaclacl::text FROM pg_default_acl ORDER BY 1, 2, 3""",
+    "tables": """SELECT schemaname, tablename, tableowner FROM pg_tables
+                 WHERE schemaname !~ '^(pg_|information_schema)' ORDER BY 1, 2""",
+}
+
+
+def catalog(platform) -> dict[str, list]:
+    return {name: platform.query(sql) for name, sql in CATALOG.items()}
+
+
+def attempt(conn, statement: str) -> str:
+    """'ok', or the SQLSTATE class of the error ('42' = insufficient privilege and friends)."""
+    with conn.cursor() as cur:
+        try:
+            cur.execute(statement)
+        except psycopg2.Error as error:
+            return f"denied:{error.pgcode}"
+    return "ok"
+
+
+def test_bootstrap_twice_changes_nothing_and_loses_nothing(platform_env):
+    with platform_env.connect_as("ingestion") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE raw.kept (id int); INSERT INTO raw.kept VALUES (1), (2)")
+    before = catalog(platform_env)
+
+    bootstrap(platform_env.env)
+
+    assert catalog(platform_env) == before
+    assert platform_env.query("SELECT count(*) FROM raw.kept")[0][0] == 2
+    for role in ("ingestion", "transformation", "exports", "bi_reader"):
+        platform_env.connect_as(role).close()  # passwords still match the Secrets
+
+
+def test_a_missing_password_variable_stops_the_bootstrap_and_is_named(platform_env, monkeypatch):
+    monkeypatch.delenv("EXPORTS_WAREHOUSE_PASSWORD")
+    env = {k: v for k, v in platform_env.env.items() if k != "EXPORTS_WAREHOUSE_PASSWORD"}
+
+    with pytest.raises(RuntimeError, match="EXPORTS_WAREHOUSE_PASSWORD"):
+        bootstrap(env)
+
+
+def test_ingestion_writes_raw_and_nothing_else(platform_env):
+    conn = platform_env.connect_as("ingestion")
+
+    assert attempt(conn, "CREATE TABLE raw.orders_copy (id int)") == "ok"
+    for schema in ("staging", "marts", "bi", "public"):
+        assert attempt(conn, f"CREATE TABLE {schema}.intruder (id int)") == "denied:42501", schema
+    assert attempt(conn, "CREATE SCHEMA elsewhere") == "denied:42501"
+
+
+def test_transformation_reads_raw_and_writes_only_its_dbt_schemas(platform_env):
+    with platform_env.connect_as("ingestion") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE raw.orders (id int); INSERT INTO raw.orders VALUES (7)")
+    conn = platform_env.connect_as("transformation")
+
+    assert attempt(conn, "SELECT * FROM raw.orders") == "ok"
+    assert attempt(conn, "INSERT INTO raw.orders VALUES (8)") == "denied:42501"
+    assert attempt(conn, "CREATE TABLE raw.model (id int)") == "denied:42501"
+    assert attempt(conn, "CREATE TABLE staging.stg_orders AS SELECT 1 AS id") == "ok"
+    assert attempt(conn, "CREATE TABLE marts.fct_orders AS SELECT 1 AS id") == "ok"
+    assert attempt(conn, "CREATE TABLE bi.report (id int)") == "denied:42501"
+
+
+def test_exports_reads_marts_and_writes_only_bi(platform_env):
+    with platform_env.connect_as("transformation") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE marts.daily_revenue AS SELECT 1 AS day")
+        cur.execute("CREATE TABLE staging.stg_orders AS SELECT 1 AS id")
+    with platform_env.connect_as("ingestion") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE raw.orders (id int)")
+    conn = platform_env.connect_as("exports")
+
+    assert attempt(conn, "SELECT * FROM marts.daily_revenue") == "ok"
+    assert attempt(conn, "SELECT * FROM staging.stg_orders") == "denied:42501"
+    assert attempt(conn, "SELECT * FROM raw.orders") == "denied:42501"
+    assert attempt(conn, "CREATE TABLE bi.daily_revenue AS SELECT 1 AS day") == "ok"
+    assert attempt(conn, "CREATE TABLE marts.mine (id int)") == "denied:42501"
+
+
+def test_bi_reader_reads_the_bi_schema_only(platform_env):
+    with platform_env.connect_as("exports") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE bi.daily_revenue AS SELECT 1 AS day")
+    with platform_env.connect_as("transformation") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE marts.daily_revenue AS SELECT 1 AS day")
+    with platform_env.connect_as("ingestion") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE raw.orders (id int)")
+    conn = platform_env.connect_as("bi_reader")
+
+    assert attempt(conn, "SELECT * FROM bi.daily_revenue") == "ok"
+    assert attempt(conn, "SELECT * FROM marts.daily_revenue") == "denied:42501"
+    assert attempt(conn, "SELECT * FROM raw.orders") == "denied:42501"
+    assert attempt(conn, "CREATE TABLE bi.mine (id int)") == "denied:42501"
+
+
+def test_the_dagster_role_cannot_reach_the_warehouse(platform_env):
+    with pytest.raises(psycopg2.OperationalError, match="permission denied"):
+        platform_env.connect_as("dagster")
