@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from platform_devkit.instance import locations
 from platform_devkit.paths import REPO_ROOT
 

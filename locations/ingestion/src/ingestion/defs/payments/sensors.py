@@ -8,7 +8,6 @@ from ingestion.defs.payments.assets import PAYMENTS_PARTITIONS
 from ingestion.defs.payments.files import list_landing
 from ingestion.defs.resources import PaymentLanding
 
-
 # The payment tables and their checks, by group: a new payment asset joins without an edit here.
 payment_files_job = dg.define_asset_job(
     "payment_files_job",
