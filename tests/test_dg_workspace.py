@@ -69,11 +69,12 @@ def test_every_asset_has_kinds_group_team_owner_tags_and_a_one_line_description(
         for asset in defs["assets"]:
             where = f"{location}:{asset['asset_key']}"
             assert asset["kinds"], where
-            assert asset["group_name"] and asset["group_name"] != "default", where
+            assert asset["group_name"] not in (None, "", "default"), where
             assert [o for o in asset["owners"] if "team" in o], where
             assert asset["tags"], where
             description = (asset["description"] or "").strip()
-            assert description and "\n" not in description, where
+            assert description, where
+            assert "\n" not in description, where
             assert len(asset["asset_key_parts"]) == 2, f"{where}: keys are [schema, table]"
 
 
