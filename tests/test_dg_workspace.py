@@ -82,12 +82,7 @@ def test_every_asset_has_kinds_group_team_owner_tags_and_a_one_line_description(
 def test_dg_launch_materialises_an_asset_against_the_platform(platform_env):
     platform_env.seed()
 
-    # In-process executor: the multiprocess default spends ~10 s starting a process per step.
-    in_process = json.dumps({"execution": {"config": {"in_process": {}}}})
-    dg(
-        "launch", "--assets", "raw/customers", "--config-json", in_process,
-        cwd=LOCATIONS["ingestion"], env=platform_env.env,
-    )  # fmt: skip
+    dg("launch", "--assets", "raw/customers", cwd=LOCATIONS["ingestion"], env=platform_env.env)
 
     source = platform_env.query(
         "SELECT count(*) FROM customers", database=platform_env.env["SHOP_DB_NAME"]
