@@ -21,7 +21,15 @@ def dg(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.C
     result = subprocess.run(
         [DG, *args],
         cwd=cwd,
-        env={**os.environ, "DAGSTER_DISABLE_TELEMETRY": "1", **(env or {})},
+        env={
+            **os.environ,
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            # As a developer without warehouse credentials: dg re-parses a changed dbt project,
+            # which the credential-free profile target allows (docs/architecture.md).
+            "DBT_TARGET": "parse",
+            "PATH": f"{Path(DG).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(env or {}),
+        },
         capture_output=True,
         text=True,
         timeout=600,

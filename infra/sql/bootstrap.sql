@@ -96,6 +96,8 @@ GRANT CONNECT, TEMPORARY ON DATABASE :"dagster_db" TO :"dagster_user";
 REVOKE ALL ON DATABASE :"warehouse_db" FROM PUBLIC;
 GRANT CONNECT ON DATABASE :"warehouse_db"
     TO :"ingestion_user", :"transformation_user", :"exports_user", :"bi_reader_user";
+-- dbt's incremental models and table swaps stage rows in session-private temporary tables.
+GRANT TEMPORARY ON DATABASE :"warehouse_db" TO :"transformation_user", :"exports_user";
 
 -- Dagster's storage lives in the public schema of its own database, owned by its role.
 \connect :"dagster_db"

@@ -8,7 +8,8 @@ from pathlib import Path
 import psycopg2
 
 from platform_devkit.bootstrap import bootstrap
-from platform_devkit.instance import write_instance, write_workspace
+from platform_devkit.defs_state import prepare
+from platform_devkit.instance import locations, write_instance, write_workspace
 from platform_devkit.paths import state_dir
 from platform_devkit.postgres import EmbeddedPostgres, free_port, port_is_free
 from platform_devkit.settings import ROLES, PlatformSettings
@@ -109,6 +110,8 @@ class LocalPlatform:
                 report(source.seed(SIZES[size], size_name=size), self.progress)
             else:
                 self.progress("demo shop already seeded (devkit advance simulates the next day)")
+        for location in locations():
+            prepare(Path(location["path"]), self.progress)
         home = Path(env["DAGSTER_HOME"])
         write_instance(home)
         write_workspace(self.state / "workspace.yaml")

@@ -31,7 +31,8 @@ class AssetLine:
     seconds: float = 0.0
     partitions: int = 0
     failed: bool = False
-    checks_failed: list[str] = field(default_factory=list)
+    # check name -> passed, as of its latest evaluation
+    checks: dict[str, bool] = field(default_factory=dict)
 
 
 def load_definitions(module: str) -> dg.Definitions:
@@ -67,14 +68,15 @@ def _record(
             rows = _rows(materialization.metadata)
             if rows is not None:
                 line.rows = rows if materialization.partition is None else (line.rows or 0) + rows
-            line.seconds += entry.timestamp - started.get(event.step_key, entry.timestamp)
+            # dbt reports each model's own duration; otherwise time since the step started.
+            own = materialization.metadata.get("Execution Duration")
+            since_start = entry.timestamp - started.get(event.step_key, entry.timestamp)
+            line.seconds += float(own.value) if own is not None else since_start
             line.partitions += materialization.partition is not None
     for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed:
-            key = evaluation.asset_key.to_user_string()
-            lines.setdefault(key, AssetLine(location, key)).checks_failed.append(
-                evaluation.check_name
-            )
+        key = evaluation.asset_key.to_user_string()
+        line = lines.setdefault(key, AssetLine(location, key))
+        line.checks[evaluation.check_name] = evaluation.passed
     if not result.success:
         for key in result.dagster_run.asset_selection or []:
             name = key.to_user_string()
@@ -153,8 +155,9 @@ def print_table(lines: dict[str, AssetLine]) -> None:
         status = "FAILED" if line.failed else "ok"
         if line.partitions:
             status += f" ({line.partitions} partitions)"
-        if line.checks_failed:
-            status += f"; failed checks: {', '.join(sorted(set(line.checks_failed)))}"
+        failed = sorted(name for name, passed in line.checks.items() if not passed)
+        if failed:
+            status += f"; failed checks: {', '.join(failed)}"
         print(f"{line.location:<16}{line.key:<36}{rows:>12}{line.seconds:>10.1f}  {status}")
 
 

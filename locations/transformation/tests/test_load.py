@@ -1,0 +1,59 @@
+"""Loading the location reads the prepared manifest: it never runs dbt."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from platform_devkit.defs_state import prepare
+
+LOCATION = Path(__file__).resolve().parents[1]
+
+# Any process started while loading (dbt parse runs as `dbt ...` in a subprocess) aborts it.
+LOAD = """
+import sys
+
+def refuse_processes(event, args):
+    if event in ("subprocess.Popen", "os.posix_spawn", "os.exec", "os.fork"):
+        raise RuntimeError(f"a process was started while loading: {args[0]!r}")
+
+sys.addaudithook(refuse_processes)
+from transformation.definitions import defs
+graph = defs().resolve_asset_graph()
+print(sorted(k.to_user_string() for k in graph.materializable_asset_keys))
+"""
+
+
+@pytest.fixture(scope="module")
+def manifest() -> Path:
+    prepare(LOCATION, progress=lambda _: None)
+    return next(LOCATION.glob("src/*/defs/.local_defs_state/*/project/target/manifest.json"))
+
+
+def load(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_IS_DEV_CLI"}
+    return subprocess.run(
+        [sys.executable, "-c", LOAD], env={**env, **extra_env}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_loading_runs_no_dbt_and_leaves_the_manifest_untouched(manifest):
+    before = manifest.stat().st_mtime_ns
+
+    result = load({})
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "marts/fct_orders" in result.stdout
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_under_dagster_dev_the_same_load_would_run_dbt(manifest):
+    """The control for the test above: in dev the project is re-prepared, and the audit hook
+    notices the dbt process, so the hook would have caught a parse at load."""
+    result = load({"DAGSTER_IS_DEV_CLI": "1", "DBT_TARGET": "parse"})
+
+    assert result.returncode != 0
+    assert "a process was started while loading" in result.stderr
