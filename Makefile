@@ -8,6 +8,17 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 # Never download interpreters (GitHub is out of reach on the build machines): use the system's.
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
+# Tools the Makefile installs itself (uv, helm, hadolint, ...) live here and come first on PATH.
+TOOLS_BIN := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+
+# Layers with their own targets, one file each: images (mk/images.mk), deployment
+# (mk/deploy.mk), end-to-end (mk/e2e.mk), benchmarks (mk/bench.mk). Each may add to
+# CI_TOOLS (installed before the tests, so e.g. helm-backed tests run) and CI_SLOW (run after
+# `make test`: image builds, container and end-to-end layers).
+CI_TOOLS :=
+CI_SLOW :=
+include $(sort $(wildcard mk/*.mk))
 
 .PHONY: help
 help: ## List the targets
@@ -43,7 +54,7 @@ lint: setup ## ruff lint and format check
 	@$(UV) run --frozen ruff format --check .
 
 .PHONY: ci
-ci: lint test ## What CI runs (.ci/run)
+ci: $(CI_TOOLS) lint test $(CI_SLOW) ## What CI runs (.ci/run): tools, lint, tests, then the slow layers
 
 .PHONY: down
 down: ## Stop the embedded PostgreSQL started by make dev/run (keeps its data)

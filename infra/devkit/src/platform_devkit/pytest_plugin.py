@@ -7,6 +7,7 @@ share one server. Tests always use their own embedded server in a temporary fold
 """
 
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -24,7 +25,9 @@ from platform_devkit.shop.generator import SIZES, Delivery, ShopSource
 TEST_LAST_DAY = date(2026, 3, 10)
 
 # Variables the platform sets; scrubbed from the test process so none leaks in from a shell.
-PLATFORM_PREFIXES = ("PG", "DAGSTER_PG_", "WAREHOUSE_", "SHOP_DB_", "PAYMENTS_", "BI_READER_")
+PLATFORM_PREFIXES = (
+    "PG", "DAGSTER_PG_", "WAREHOUSE_", "SHOP_DB_", "PAYMENTS_", "EXPORTS_URL", "BI_READER_",
+)  # fmt: skip
 
 
 def _scrubbed_environ() -> dict[str, str]:
@@ -42,6 +45,7 @@ class PlatformUnderTest:
         self.platform = platform
         self.env = platform.env()
         self.landing = Path(self.env["PAYMENTS_LANDING_URL"])
+        self.exports = Path(self.env["EXPORTS_URL"])
 
     def admin_connect(self, database: str = "postgres") -> psycopg2.extensions.connection:
         admin = self.platform.settings.admin()
@@ -72,7 +76,8 @@ class PlatformUnderTest:
             conn.close()
 
     def reset(self) -> None:
-        """Drop the warehouse and the demo shop, empty the landing area, bootstrap again."""
+        """Drop the warehouse and the demo shop, empty the landing and export areas, bootstrap
+        again."""
         conn = self.admin_connect()
         try:
             with conn.cursor() as cur:
@@ -84,6 +89,7 @@ class PlatformUnderTest:
             if folder.exists():
                 for file in folder.iterdir():
                     file.unlink()
+        shutil.rmtree(self.exports, ignore_errors=True)
         bootstrap(self.env)
 
     def source(self) -> ShopSource:
@@ -109,13 +115,26 @@ def test_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
         platform.stop_postgres()
 
 
+def _clean_with_env(
+    platform: PlatformUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> PlatformUnderTest:
+    platform.reset()
+    for key, value in platform.env.items():
+        monkeypatch.setenv(key, value)
+    return platform
+
+
 @pytest.fixture
 def platform_env(
     test_platform: PlatformUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> PlatformUnderTest:
     """A clean warehouse and shop (nothing seeded) and the platform's variables in os.environ,
     where dg.EnvVar reads them."""
-    test_platform.reset()
-    for key, value in test_platform.env.items():
-        monkeypatch.setenv(key, value)
-    return test_platform
+    return _clean_with_env(test_platform, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_platform_env(test_platform: PlatformUnderTest) -> Iterator[PlatformUnderTest]:
+    """The same, shared by the tests of one module that only read what a fixture built."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _clean_with_env(test_platform, monkeypatch)

@@ -150,6 +150,7 @@ class PlatformSettings:
         default("SHOP_DB_PORT", port)
         default("SHOP_DB_NAME", "shop")
         default("PAYMENTS_LANDING_URL", str(self.state / "landing" / "payments"))
+        default("EXPORTS_URL", str(self.state / "exports"))
         for role in ROLES.values():
             default(role.user_var, role.default_user)
             values[role.password_var] = self._secret(role.password_var)

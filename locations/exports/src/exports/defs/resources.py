@@ -1,0 +1,66 @@
+"""Connections of the exports location, all from the environment (dg.EnvVar).
+
+Nothing connects while the location loads; a missing variable fails the run that needs it
+with a message naming the variable.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import psycopg2
+
+from exports.storage import ExportArea
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The warehouse as the exports role: reads marts, owns the bi schema."""
+
+    host: str
+    port: int = 5432
+    database: str
+    user: str
+    password: str
+    sslmode: str = "prefer"
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg2.extensions.connection]:
+        conn = psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            user=self.user,
+            password=self.password,
+            sslmode=self.sslmode,
+            connect_timeout=10,
+            application_name="dagster-exports",
+        )
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+class ExportStore(dg.ConfigurableResource):
+    """Where snapshots and reports go: a folder or an fsspec URL such as s3://bucket/prefix."""
+
+    url: str
+
+    def area(self) -> ExportArea:
+        return ExportArea(self.url)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "warehouse": Warehouse(
+                host=dg.EnvVar("WAREHOUSE_HOST"),
+                port=dg.EnvVar.int("WAREHOUSE_PORT"),
+                database=dg.EnvVar("WAREHOUSE_DB"),
+                user=dg.EnvVar("EXPORTS_WAREHOUSE_USER"),
+                password=dg.EnvVar("EXPORTS_WAREHOUSE_PASSWORD"),
+            ),
+            "export_store": ExportStore(url=dg.EnvVar("EXPORTS_URL")),
+        }
+    )
