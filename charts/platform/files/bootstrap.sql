@@ -1,0 +1,1 @@
+../../../infra/sql/bootstrap.sql

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Create the platform's Secrets with random credentials, for kind and development clusters.
+# Production creates the same Secrets from a secret manager (charts/platform externalSecrets);
+# docs/deploy.md lists names and keys. Values are generated here, go to the cluster through
+# kubectl's stdin and are never printed or passed on a command line.
+#
+#   infra/kind/secrets.sh                  create missing Secrets, add missing keys, keep the rest
+#   infra/kind/secrets.sh --rotate NAME    also generate new passwords for Secret NAME (repeatable)
+#   infra/kind/secrets.sh --list           print each Secret and its keys (no cluster needed)
+#
+# Environment: NAMESPACE (default data-platform), KUBE_CONTEXT (default: kubectl's current).
+set -euo pipefail
+
+NAMESPACE="${NAMESPACE:-data-platform}"
+KUBE_CONTEXT="${KUBE_CONTEXT:-}"
+
+# name|KEY=value ... ; the value "random" means a generated password. User names are the role
+# names infra/sql/bootstrap.sql and the devkit default to.
+SECRETS=(
+  "platform-postgres-admin|PGUSER=postgres PGPASSWORD=random"
+  "dagster-postgresql-secret|postgresql-password=random"
+  "ingestion-credentials|INGESTION_WAREHOUSE_USER=ingestion INGESTION_WAREHOUSE_PASSWORD=random SHOP_DB_USER=shop_reader SHOP_DB_PASSWORD=random"
+  "transformation-credentials|TRANSFORMATION_WAREHOUSE_USER=transformation TRANSFORMATION_WAREHOUSE_PASSWORD=random"
+  "exports-credentials|EXPORTS_WAREHOUSE_USER=exports EXPORTS_WAREHOUSE_PASSWORD=random"
+  "bi-reader-credentials|BI_READER_USER=bi_reader BI_READER_PASSWORD=random"
+)
+
+kube() {
+  if [[ -n "$KUBE_CONTEXT" ]]; then
+    kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" "$@"
+  else
+    kubectl --namespace "$NAMESPACE" "$@"
+  fi
+}
+
+# KEY=value lines on stdout, passwords generated (48 hex characters: safe in URLs and shells).
+env_lines() {
+  local pair key value
+  for pair in "$@"; do
+    key="${pair%%=*}"
+    value="${pair#*=}"
+    if [[ "$value" == random ]]; then
+      value="$(openssl rand -hex 24)"
+    fi
+    printf '%s=%s\n' "$key" "$value"
+  done
+}
+
+# Key names only: the values never leave the cluster.
+existing_keys() {
+  # shellcheck disable=SC2016  # a kubectl go-template, not shell expansion
+  kube get secret "$1" -o go-template='{{range $key, $value := .data}}{{$key}}{{"\n"}}{{end}}'
+}
+
+apply_secret() {
+  local name="$1"
+  shift
+  kube create secret generic "$name" --from-env-file=<(env_lines "$@") --dry-run=client -o yaml \
+    | kube apply -f - >/dev/null
+}
+
+# Adds keys to an existing Secret through a private patch file, keeping the other keys.
+add_keys() {
+  local name="$1" key value first=1
+  shift
+  {
+    printf '{"stringData":{'
+    while IFS='=' read -r key value; do
+      [[ $first -eq 1 ]] || printf ','
+      first=0
+      printf '"%s":"%s"' "$key" "$value"
+    done < <(env_lines "$@")
+    printf '}}'
+  } > "$patch"
+  kube patch secret "$name" --type merge --patch-file "$patch" >/dev/null
+}
+
+list=0
+rotate=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --list) list=1 ;;
+    --rotate) rotate+=("${2:?--rotate needs a Secret name}"); shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "secrets.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [[ $list -eq 1 ]]; then
+  for entry in "${SECRETS[@]}"; do
+    read -r -a pairs <<< "${entry#*|}"
+    printf '%s' "${entry%%|*}"
+    printf ' %s' "${pairs[@]%%=*}"
+    printf '\n'
+  done
+  exit 0
+fi
+
+if ! kube get namespace "$NAMESPACE" >/dev/null 2>&1; then
+  echo "secrets.sh: namespace $NAMESPACE does not exist (make namespace creates it)" >&2
+  exit 1
+fi
+patch="$(mktemp)"
+chmod 600 "$patch"
+trap 'rm -f "$patch"' EXIT
+
+for entry in "${SECRETS[@]}"; do
+  name="${entry%%|*}"
+  read -r -a pairs <<< "${entry#*|}"
+  if [[ " ${rotate[*]} " == *" $name "* ]]; then
+    if [[ "$name" == platform-postgres-admin ]]; then
+      echo "==> $name: rotating; the in-cluster server keeps the password it was initialised with" >&2
+    fi
+    apply_secret "$name" "${pairs[@]}"
+    echo "==> $name: new passwords generated (make deploy applies them, then restart the pods)"
+  elif ! kube get secret "$name" >/dev/null 2>&1; then
+    apply_secret "$name" "${pairs[@]}"
+    echo "==> $name: created (${pairs[*]%%=*})"
+  else
+    have="$(existing_keys "$name")"
+    missing=()
+    for pair in "${pairs[@]}"; do
+      grep -qxF "${pair%%=*}" <<< "$have" || missing+=("$pair")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+      echo "==> $name: exists, kept"
+    else
+      add_keys "$name" "${missing[@]}"
+      echo "==> $name: exists, added ${missing[*]%%=*}"
+    fi
+  fi
+done
+echo "==> Secrets in namespace $NAMESPACE are in place (values not shown)"
