@@ -1,0 +1,65 @@
+"""Fixtures for the Helm tests: helm itself, renders of the platform chart, and the official
+charts' schemas (pulled from the Dagster chart repository when it answers, else the offline
+copy in ../shared/dagster-chart-schemas)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# The tests import their shared helpers (chartkit.py) from this folder.
+sys.path.insert(0, str(Path(__file__).parent))
+
+import chartkit  # noqa: E402
+
+_official: list[chartkit.OfficialCharts] = []
+
+
+@pytest.fixture(scope="session")
+def helm_available() -> str:
+    binary = chartkit.helm_binary()
+    if binary is None:
+        pytest.skip("helm is not on PATH nor in .tools/bin: run `make tools`")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def official_charts(helm_available: str) -> chartkit.OfficialCharts:
+    """Schemas and defaults of the official charts at the pinned version: pulled, else offline."""
+    charts = chartkit.pull_official_charts(chartkit.make_variable("DAGSTER_CHART_VERSION"))
+    _official.append(charts)
+    return charts
+
+
+@pytest.fixture(scope="session")
+def pulled_charts(official_charts: chartkit.OfficialCharts) -> chartkit.OfficialCharts:
+    """The official charts themselves, for rendering; skips where the repository is offline."""
+    if official_charts.source != "pulled":
+        pytest.skip(
+            "the Dagster chart repository is unreachable here, so the official charts cannot be "
+            f"rendered ({official_charts.reason}); GitHub Actions renders them"
+        )
+    return official_charts
+
+
+@pytest.fixture(scope="session")
+def platform_renders(helm_available: str) -> dict[str, list[dict]]:
+    """The platform chart rendered in every scenario the repository ships or documents."""
+    return {
+        name: chartkit.render(
+            chartkit.PLATFORM_CHART,
+            chartkit.PLATFORM_RELEASE,
+            [chartkit.PLATFORM_CHART / "values.yaml"]
+            + [chartkit.PLATFORM_CHART / f for f in files],
+            sets,
+        )
+        for name, (files, sets) in chartkit.PLATFORM_SCENARIOS.items()
+    }
+
+
+def pytest_terminal_summary(terminalreporter):
+    for charts in _official:
+        note = f" ({charts.reason})" if charts.reason else ""
+        terminalreporter.write_line(
+            f"helm tests: official chart schemas from the {charts.source} copy{note}"
+        )

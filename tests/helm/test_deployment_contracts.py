@@ -1,0 +1,312 @@
+"""Contracts between the deployment's parts: dg.toml, each location's package, image and
+deploy values, the system values, the platform chart, the secrets script, the Makefile, the
+lock and the docs. Most need no helm; those that render say so with the marker."""
+
+import importlib.util
+import re
+import subprocess
+
+import chartkit
+import pytest
+import yaml
+
+from platform_devkit.instance import instance_config
+
+LOCATIONS = chartkit.locations()
+SYSTEM = chartkit.load_yaml(chartkit.SYSTEM_VALUES_DIR / "values.yaml")
+PLATFORM = chartkit.load_yaml(chartkit.PLATFORM_CHART / "values.yaml")
+USER_DEFAULTS = chartkit.load_yaml(chartkit.SHARED_SCHEMAS / "user-deployments.values.yaml")
+SYSTEM_DEFAULTS = chartkit.load_yaml(chartkit.SHARED_SCHEMAS / "system.values.yaml")
+DEPLOY_DOC = chartkit.REPO / "docs" / "deploy.md"
+
+# Variables a location reads: dg.EnvVar("X") / dg.EnvVar.int("X") in Python, env_var('X') without
+# a default in dbt profiles and models.
+ENV_VAR_IN_PYTHON = re.compile(r"EnvVar(?:\.int)?\(\s*\"([A-Z0-9_]+)\"")
+ENV_VAR_IN_DBT = re.compile(r"env_var\(\s*'([A-Z0-9_]+)'\s*\)")
+
+
+def effective_system_values() -> dict:
+    return chartkit.merged(SYSTEM_DEFAULTS, SYSTEM)
+
+
+def platform_secret_names() -> set[str]:
+    secrets = PLATFORM["secrets"]
+    return {
+        secrets["postgresAdmin"], secrets["dagsterStorage"], secrets["biReader"],
+        *secrets["locations"].values(),
+    }  # fmt: skip
+
+
+def variables_read_by(location: chartkit.Location) -> set[str]:
+    found = set()
+    for path in (location.path / "src").rglob("*.py"):
+        found |= set(ENV_VAR_IN_PYTHON.findall(path.read_text()))
+    for path in location.path.rglob("*.yml"):
+        if "dbt_packages" not in path.parts and "target" not in path.parts:
+            found |= set(ENV_VAR_IN_DBT.findall(path.read_text()))
+    return found
+
+
+def test_locations_are_the_dg_workspace_and_each_has_deploy_values():
+    folders = {p.name for p in (chartkit.REPO / "locations").iterdir() if (p / "pyproject.toml").exists()}
+
+    assert {loc.name for loc in LOCATIONS} == folders
+    for location in LOCATIONS:
+        assert location.values_file.exists(), location.name
+
+
+def test_system_workspace_lists_exactly_the_locations_with_their_names_and_ports():
+    workspace = SYSTEM["dagsterWebserver"]["workspace"]
+
+    assert workspace["enabled"] is True
+    assert workspace["servers"] == [
+        {"host": loc.deployment["name"], "port": loc.deployment["port"], "name": loc.name}
+        for loc in LOCATIONS
+    ]
+    for location in LOCATIONS:
+        assert location.deployment["name"] == location.name
+
+
+def test_user_code_is_deployed_as_separate_releases_not_by_the_system_chart():
+    user_deployments = SYSTEM["dagster-user-deployments"]
+
+    assert user_deployments["enabled"] is True
+    assert user_deployments["enableSubchart"] is False
+    assert user_deployments["deployments"] == []
+
+
+@pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)
+def test_each_release_serves_its_own_importable_definitions_module(location):
+    args = location.deployment["dagsterApiGrpcArgs"]
+
+    assert args == ["-m", location.module]
+    assert importlib.util.find_spec(location.module) is not None, location.module
+
+
+@pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)
+def test_image_command_is_what_the_chart_runs(location):
+    dockerfile = location.path / "Dockerfile"
+    if not dockerfile.exists():
+        pytest.skip(f"{dockerfile.relative_to(chartkit.REPO)} does not exist yet")
+    (cmd,) = re.findall(r"^CMD\s+(\[.*\])\s*$", dockerfile.read_text(), re.MULTILINE)
+    deployment = location.deployment
+
+    assert yaml.safe_load(cmd) == [
+        "dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"]),
+        *deployment["dagsterApiGrpcArgs"],
+    ]  # fmt: skip
+
+
+def test_image_repositories_are_what_make_images_builds():
+    images_mk = chartkit.REPO / "mk" / "images.mk"
+    registry = (
+        chartkit.make_variable("REGISTRY", images_mk) if images_mk.exists() else "data-platform"
+    )
+
+    assert chartkit.make_variable("REGISTRY") == registry
+    for location in LOCATIONS:
+        image = location.deployment["image"]
+        assert image["repository"] == f"{registry}/{location.name}", location.name
+        assert image["pullPolicy"] == "IfNotPresent"
+
+
+def test_chart_version_and_system_images_pin_the_dagster_version_in_the_lock():
+    dagster = chartkit.locked_version("dagster")
+
+    assert chartkit.make_variable("DAGSTER_CHART_VERSION") == dagster
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        assert SYSTEM[component]["image"] == {
+            "repository": "docker.io/dagster/dagster-k8s", "tag": dagster,
+            "pullPolicy": "IfNotPresent",
+        }  # fmt: skip
+    assert f"version {dagster}" in (chartkit.SYSTEM_VALUES_DIR / "values.yaml").read_text()
+    assert f"--version {dagster}" in DEPLOY_DOC.read_text()
+
+
+def test_storage_settings_of_the_system_release_match_the_platform():
+    postgresql = effective_system_values()["postgresql"]
+
+    assert postgresql["enabled"] is False
+    assert effective_system_values()["generatePostgresqlPasswordSecret"] is False
+    assert postgresql["postgresqlHost"] == PLATFORM["postgres"]["name"]
+    assert postgresql["service"]["port"] == PLATFORM["postgres"]["port"]
+    assert postgresql["postgresqlUsername"] == PLATFORM["dagsterStorage"]["username"]
+    assert postgresql["postgresqlDatabase"] == PLATFORM["dagsterStorage"]["database"]
+    assert postgresql["postgresqlPassword"] == ""
+    # check-db-ready runs the platform server's own image.
+    image = postgresql["image"]
+    assert f"{image['registry']}/{image['repository']}" == PLATFORM["postgres"]["image"]["repository"]
+    assert image["tag"] == PLATFORM["postgres"]["image"]["tag"]
+
+
+def test_every_release_reads_dagster_storage_from_the_secret_the_platform_names():
+    storage_secret = PLATFORM["secrets"]["dagsterStorage"]
+
+    assert effective_system_values()["global"]["postgresqlSecretName"] == storage_secret
+    for location in LOCATIONS:
+        values = chartkit.merged(USER_DEFAULTS, chartkit.load_yaml(location.values_file))
+        name = values["global"]["postgresqlSecretName"] or values["postgresqlSecretName"]
+        assert name == storage_secret, location.name
+
+
+def test_every_secret_referenced_anywhere_is_created_by_the_script_and_by_external_secrets():
+    created_by_script = set(chartkit.secrets_script_listing())
+    launcher = SYSTEM["runLauncher"]["config"]["k8sRunLauncher"]
+    referenced = {
+        effective_system_values()["global"]["postgresqlSecretName"],
+        *(s["name"] for s in launcher["envSecrets"]),
+        *(s["name"] for s in SYSTEM["dagsterWebserver"].get("envSecrets", [])),
+        *(s["name"] for s in SYSTEM["dagsterDaemon"].get("envSecrets", [])),
+        *(s["name"] for loc in LOCATIONS for s in loc.deployment.get("envSecrets", [])),
+        *platform_secret_names(),
+    }
+
+    assert referenced <= created_by_script
+    # ExternalSecrets (production) create the same set as the script (kind/dev).
+    assert platform_secret_names() == created_by_script
+
+
+def test_secrets_script_creates_every_key_the_consumers_read():
+    keys = chartkit.secrets_script_listing()
+    secrets = PLATFORM["secrets"]
+
+    assert set(keys[secrets["postgresAdmin"]]) == {"PGUSER", "PGPASSWORD"}
+    assert keys[secrets["dagsterStorage"]] == ["postgresql-password"]
+    assert set(keys[secrets["biReader"]]) == {"BI_READER_USER", "BI_READER_PASSWORD"}
+    for location in LOCATIONS:
+        prefix = location.name.upper()
+        assert {f"{prefix}_WAREHOUSE_USER", f"{prefix}_WAREHOUSE_PASSWORD"} <= set(
+            keys[secrets["locations"][location.name]]
+        )
+    assert {"SHOP_DB_USER", "SHOP_DB_PASSWORD"} <= set(keys[secrets["locations"]["ingestion"]])
+
+
+def test_each_team_secret_reaches_its_own_location_and_runs_only():
+    launcher = SYSTEM["runLauncher"]["config"]["k8sRunLauncher"]
+    secret_of = PLATFORM["secrets"]["locations"]
+
+    assert launcher["envSecrets"] == []
+    assert not SYSTEM["dagsterWebserver"].get("envSecrets")
+    assert not SYSTEM["dagsterDaemon"].get("envSecrets")
+    assert set(secret_of) == {loc.name for loc in LOCATIONS}
+    for location in LOCATIONS:
+        deployment = location.deployment
+        assert deployment["envSecrets"] == [{"name": secret_of[location.name]}]
+        assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
+    assert len(set(secret_of.values())) == len(LOCATIONS)
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)
+def test_every_variable_a_location_reads_is_provided_and_no_other_teams_credentials(
+    platform_renders, location
+):
+    config_map = next(
+        d for d in platform_renders["kind"]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "platform-environment"
+    )  # fmt: skip
+    deployment = location.deployment
+    keys = chartkit.secrets_script_listing()
+    provided = {e["name"] for e in deployment.get("env", [])}
+    for ref in deployment["envConfigMaps"]:
+        assert ref["name"] == "platform-environment"
+        provided |= set(config_map["data"])
+    for ref in deployment["envSecrets"]:
+        provided |= set(keys[ref["name"]])
+
+    assert variables_read_by(location) <= provided
+    secret_of = PLATFORM["secrets"]["locations"]
+    others = {key for o in LOCATIONS if o != location for key in keys[secret_of[o.name]]}
+    assert provided & others == set()
+
+
+def password_like_values(node, path=""):
+    """Non-empty values under keys that name a password, and env entries holding one."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            named = re.search(r"password|passwd|token", str(key), re.IGNORECASE)
+            if named and isinstance(value, str) and value:
+                yield here
+            yield from password_like_values(value, here)
+        if re.search(r"PASSWORD|TOKEN|SECRET_KEY", str(node.get("name", ""))) and "value" in node:
+            yield f"{path}.value"
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from password_like_values(value, f"{path}[{index}]")
+
+
+def test_no_values_file_holds_a_password():
+    files = [
+        *chartkit.REPO.glob("charts/**/values*.yaml"),
+        *chartkit.REPO.glob("locations/*/deploy/*.yaml"),
+    ]
+
+    found = {str(f.relative_to(chartkit.REPO)): list(password_like_values(chartkit.load_yaml(f)))
+             for f in files}  # fmt: skip
+
+    assert len(files) >= 3 + len(LOCATIONS)
+    assert found == {name: [] for name in found}
+
+
+def test_run_queue_limits_and_retries_mirror_the_local_platform():
+    local = instance_config()
+    daemon = SYSTEM["dagsterDaemon"]
+    queued = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
+
+    assert queued["maxConcurrentRuns"] == local["concurrency"]["runs"]["max_concurrent_runs"]
+    assert queued["tagConcurrencyLimits"] == local["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert SYSTEM["concurrency"] == {
+        "enabled": True, "pools": {"defaultLimit": local["concurrency"]["pools"]["default_limit"]},
+    }  # fmt: skip
+    assert daemon["runRetries"]["maxRetries"] == local["run_retries"]["max_retries"]
+    assert effective_system_values()["dagsterDaemon"]["runMonitoring"]["enabled"] is True
+    assert SYSTEM["telemetry"] == {"enabled": local["telemetry"]["enabled"]}
+    assert effective_system_values()["runLauncher"]["type"] == "K8sRunLauncher"
+    assert effective_system_values()["dagsterDaemon"]["runCoordinator"]["type"] == (
+        "QueuedRunCoordinator"
+    )
+
+
+def test_team_labels_name_the_owners_of_the_locations_assets(location_defs):
+    for location in LOCATIONS:
+        team = location.deployment["labels"]["team"]
+        owners = {
+            owner
+            for assets in location_defs[location.name].assets or []
+            for spec in getattr(assets, "specs", [])
+            for owner in spec.owners
+        }
+        assert owners == {f"team:{team}"}, location.name
+
+
+def test_make_deploy_installs_the_platform_then_the_system_then_every_location_in_order():
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", "deploy", "TAG=abc1234", "OVERLAY=kind"],
+        cwd=chartkit.REPO, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    commands = result.stdout.replace("\\\n", " ").splitlines()
+    installs = [line for line in commands if line.startswith("helm upgrade --install")]
+    version = chartkit.locked_version("dagster")
+
+    assert len(installs) == 2 + len(LOCATIONS)
+    assert "platform charts/platform -f charts/platform/values.yaml" in installs[0]
+    assert "-f charts/platform/values-kind.yaml" in installs[0]
+    assert f"dagster dagster/dagster --version {version}" in installs[1]
+    for line, location in zip(installs[2:], LOCATIONS, strict=True):
+        assert f"{location.name} dagster/dagster-user-deployments --version {version}" in line
+        assert f"-f locations/{location.name}/deploy/values.yaml" in line
+    for line in installs:
+        assert "--wait" in line
+        assert "--namespace data-platform" in line
+    tags = re.findall(r"--set deployments\[0\]\.image\.tag=(\S+)", "\n".join(installs))
+    assert tags == ["abc1234"] * len(LOCATIONS)
+
+
+def test_deploy_doc_names_every_secret_and_key():
+    doc = DEPLOY_DOC.read_text()
+
+    for name, keys in chartkit.secrets_script_listing().items():
+        assert f"`{name}`" in doc, name
+        for key in keys:
+            assert f"`{key}`" in doc, (name, key)

@@ -1,0 +1,205 @@
+"""infra/kind/secrets.sh against a stand-in API server: a `kubectl` on PATH that keeps Secrets in
+a JSON file and hands manifest generation (`create --dry-run=client -o yaml`) to the real
+kubectl. The cluster is outside the product; the script's logic and kubectl's output are not."""
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import chartkit
+import pytest
+
+pytestmark = pytest.mark.helm
+
+FAKE_KUBECTL = r'''
+import base64, json, os, shutil, subprocess, sys, tempfile
+
+state_path = os.environ["FAKE_KUBE_STATE"]
+state = json.load(open(state_path))
+with open(os.environ["FAKE_KUBE_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\n")
+
+args, namespace = [], None
+rest = sys.argv[1:]
+while rest:
+    arg = rest.pop(0)
+    if arg == "--context":
+        rest.pop(0)
+    elif arg == "--namespace":
+        namespace = rest.pop(0)
+    else:
+        args.append(arg)
+secrets = state["secrets"].setdefault(namespace, {})
+
+def save():
+    json.dump(state, open(state_path, "w"))
+
+if args[:2] == ["get", "namespace"]:
+    sys.exit(0 if args[2] in state["namespaces"] else 1)
+if args[:2] == ["get", "secret"]:
+    if args[2] not in secrets:
+        print(f'Error from server (NotFound): secrets "{args[2]}" not found', file=sys.stderr)
+        sys.exit(1)
+    if len(args) > 3:
+        assert args[3:5] == ["-o", "go-template={{range $key, $value := .data}}{{$key}}{{\"\\n\"}}{{end}}"], args
+        print("".join(f"{key}\n" for key in sorted(secrets[args[2]])), end="")
+    sys.exit(0)
+if args[:3] == ["create", "secret", "generic"]:
+    assert "--dry-run=client" in args, args
+    source = next(a.split("=", 1)[1] for a in args if a.startswith("--from-env-file="))
+    with tempfile.NamedTemporaryFile("w", delete=False) as copy:
+        copy.write(open(source).read())
+    real = [a for a in args if not a.startswith("--from-env-file=")]
+    result = subprocess.run(
+        [os.environ["REAL_KUBECTL"], "--namespace", namespace, *real,
+         f"--from-env-file={copy.name}"], capture_output=True, text=True)
+    os.unlink(copy.name)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    sys.exit(result.returncode)
+if args[:2] == ["apply", "-f"]:
+    import yaml
+    doc = yaml.safe_load(sys.stdin)
+    secrets[doc["metadata"]["name"]] = doc["data"]
+    save()
+    sys.exit(0)
+if args[:2] == ["patch", "secret"]:
+    patch = json.load(open(args[args.index("--patch-file") + 1]))
+    for key, value in patch["stringData"].items():
+        secrets[args[2]][key] = base64.b64encode(value.encode()).decode()
+    save()
+    sys.exit(0)
+print(f"fake kubectl: unsupported {args}", file=sys.stderr)
+sys.exit(3)
+'''
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    kubectl = kubectl_binary()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "kubectl"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"namespaces": ["data-platform"], "secrets": {}}))
+    log = tmp_path / "argv.log"
+
+    def run(*args: str, namespace: str = "data-platform") -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_KUBE_STATE": str(state), "FAKE_KUBE_LOG": str(log), "REAL_KUBECTL": kubectl,
+            "NAMESPACE": namespace, "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+        }  # fmt: skip
+        return subprocess.run(
+            ["bash", str(chartkit.SECRETS_SCRIPT), *args],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+
+    def secrets() -> dict[str, dict[str, str]]:
+        stored = json.loads(state.read_text())["secrets"].get("data-platform", {})
+        return {
+            name: {k: base64.b64decode(v).decode() for k, v in data.items()}
+            for name, data in stored.items()
+        }
+
+    def store(name: str, data: dict[str, str]) -> None:
+        current = json.loads(state.read_text())
+        current["secrets"].setdefault("data-platform", {})[name] = {
+            k: base64.b64encode(v.encode()).decode() for k, v in data.items()
+        }
+        state.write_text(json.dumps(current))
+
+    run.secrets, run.store, run.argv = secrets, store, lambda: log.read_text()
+    return run
+
+
+def kubectl_binary() -> str:
+    helm = chartkit.helm_binary()
+    kubectl = Path(helm).with_name("kubectl") if helm else None
+    if kubectl is None or not kubectl.exists():
+        pytest.skip("kubectl is not installed next to helm: run `make tools`")
+    return str(kubectl)
+
+
+def test_first_run_creates_every_secret_with_random_passwords_and_prints_none(cluster):
+    result = cluster()
+    created = cluster.secrets()
+
+    assert result.returncode == 0, result.stderr
+    assert {name: sorted(data) for name, data in created.items()} == {
+        name: sorted(keys) for name, keys in chartkit.secrets_script_listing().items()
+    }
+    passwords = [v for data in created.values() for k, v in data.items()
+                 if "PASSWORD" in k or k.endswith("-password")]  # fmt: skip
+    assert len(passwords) == len(set(passwords)) == 7  # every role, the admin and Dagster
+    assert all(len(p) == 48 and set(p) <= set("0123456789abcdef") for p in passwords)
+    assert created["ingestion-credentials"]["INGESTION_WAREHOUSE_USER"] == "ingestion"
+    assert created["ingestion-credentials"]["SHOP_DB_USER"] == "shop_reader"
+    assert created["platform-postgres-admin"]["PGUSER"] == "postgres"
+    for password in passwords:
+        assert password not in result.stdout + result.stderr
+        assert password not in cluster.argv()
+
+
+def test_a_second_run_keeps_every_secret_as_it_is(cluster):
+    cluster()
+    before = cluster.secrets()
+
+    result = cluster()
+
+    assert result.returncode == 0, result.stderr
+    assert cluster.secrets() == before
+    assert result.stdout.count("exists, kept") == len(before)
+
+
+def test_missing_keys_are_added_and_existing_values_kept(cluster):
+    cluster.store("ingestion-credentials", {"INGESTION_WAREHOUSE_PASSWORD": "chosen-by-hand"})
+
+    result = cluster()
+    ingestion = cluster.secrets()["ingestion-credentials"]
+
+    assert result.returncode == 0, result.stderr
+    assert ingestion["INGESTION_WAREHOUSE_PASSWORD"] == "chosen-by-hand"
+    assert set(ingestion) == set(chartkit.secrets_script_listing()["ingestion-credentials"])
+    assert "ingestion-credentials: exists, added" in result.stdout
+    assert "chosen-by-hand" not in cluster.argv()
+
+
+def test_rotate_replaces_the_passwords_of_the_named_secret_only(cluster):
+    cluster()
+    before = cluster.secrets()
+
+    result = cluster("--rotate", "exports-credentials")
+    after = cluster.secrets()
+
+    assert result.returncode == 0, result.stderr
+    assert after["exports-credentials"]["EXPORTS_WAREHOUSE_PASSWORD"] != (
+        before["exports-credentials"]["EXPORTS_WAREHOUSE_PASSWORD"]
+    )
+    assert after["exports-credentials"]["EXPORTS_WAREHOUSE_USER"] == "exports"
+    assert {k: v for k, v in after.items() if k != "exports-credentials"} == {
+        k: v for k, v in before.items() if k != "exports-credentials"
+    }
+
+
+def test_a_missing_namespace_stops_the_script_with_a_hint(cluster):
+    result = cluster(namespace="elsewhere")
+
+    assert result.returncode == 1
+    assert "make namespace" in result.stderr
+    assert cluster.secrets() == {}
+
+
+def test_listing_needs_no_cluster_and_shows_no_values():
+    listing = chartkit.secrets_script_listing()
+
+    assert "dagster-postgresql-secret" in listing
+    assert all(key.isupper() or key == "postgresql-password" for keys in listing.values()
+               for key in keys)  # fmt: skip
