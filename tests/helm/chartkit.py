@@ -5,7 +5,6 @@ their pods. Imported by the tests through this folder's conftest.py."""
 import re
 import shutil
 import subprocess
-import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,9 @@ DAGSTER_HELM_REPO = "https://dagster-io.github.io/helm"
 SYSTEM_RELEASE = "dagster"
 PLATFORM_RELEASE = "platform"
 NAMESPACE = "data-platform"
+# Paths and addresses as they appear in manifests (never opened or bound by the tests).
+TMP = "/tmp"  # noqa: S108
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 
 # The platform chart is rendered in every configuration the repository ships or documents:
 # name -> (values files after values.yaml, --set values).
@@ -208,8 +210,11 @@ class OfficialCharts:
     user_chart: Path | None = None
 
 
-def pull_official_charts(version: str, timeout: float = 30) -> OfficialCharts:
-    """`helm pull` both charts from the Dagster repository; the offline copy when unreachable."""
+def pull_official_charts(
+    version: str, target: Path, repo: str = DAGSTER_HELM_REPO, timeout: float = 30
+) -> OfficialCharts:
+    """`helm pull` both charts into `target` from the Dagster chart repository; the offline
+    copy when the repository does not answer."""
     offline = OfficialCharts(
         "offline",
         "",
@@ -218,15 +223,21 @@ def pull_official_charts(version: str, timeout: float = 30) -> OfficialCharts:
         SHARED_SCHEMAS / "user-deployments.values.schema.json",
         SHARED_SCHEMAS / "user-deployments.values.yaml",
     )
-    target = Path(tempfile.mkdtemp(prefix="dagster-charts-"))
     pulled = {}
     for chart in ("dagster", "dagster-user-deployments"):
         try:
             result = helm(
-                "pull", chart, "--repo", DAGSTER_HELM_REPO, "--version", version,
-                "--untar", "--untardir", str(target),
+                "pull",
+                chart,
+                "--repo",
+                repo,
+                "--version",
+                version,
+                "--untar",
+                "--untardir",
+                str(target),
                 timeout=timeout,
-            )  # fmt: skip
+            )
         except subprocess.TimeoutExpired:
             return _offline(offline, f"helm pull {chart} timed out after {timeout:.0f}s")
         if result.returncode != 0:
@@ -236,7 +247,7 @@ def pull_official_charts(version: str, timeout: float = 30) -> OfficialCharts:
     system, user = pulled["dagster"], pulled["dagster-user-deployments"]
     return OfficialCharts(
         "pulled",
-        f"{DAGSTER_HELM_REPO} {version}",
+        f"{repo} {version}",
         system / "values.schema.json",
         system / "values.yaml",
         user / "values.schema.json",
@@ -248,9 +259,13 @@ def pull_official_charts(version: str, timeout: float = 30) -> OfficialCharts:
 
 def _offline(offline: OfficialCharts, reason: str) -> OfficialCharts:
     return OfficialCharts(
-        offline.source, reason, offline.system_schema, offline.system_defaults,
-        offline.user_schema, offline.user_defaults,
-    )  # fmt: skip
+        offline.source,
+        reason,
+        offline.system_schema,
+        offline.system_defaults,
+        offline.user_schema,
+        offline.user_defaults,
+    )
 
 
 # -- Kubernetes ---------------------------------------------------------------------------------
@@ -319,16 +334,22 @@ def allowed_by(policy: Mapping[str, Any], source: Mapping[str, str], port: int) 
         if not peers:
             return True
         for peer in peers:
-            if "podSelector" in peer and "namespaceSelector" not in peer:
-                if selector_matches(peer["podSelector"], source):
-                    return True
+            same_namespace = "podSelector" in peer and "namespaceSelector" not in peer
+            if same_namespace and selector_matches(peer["podSelector"], source):
+                return True
     return False
 
 
 ALLOWED_VOLUME_TYPES = {
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-    "projected", "secret",
-}  # fmt: skip
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def restricted_violations(pod: Mapping[str, Any]) -> list[str]:
@@ -401,8 +422,11 @@ def secrets_script_listing() -> dict[str, list[str]]:
     """`infra/kind/secrets.sh --list`: each Secret the script creates, with its keys."""
     result = subprocess.run(
         ["bash", str(SECRETS_SCRIPT), "--list"],
-        capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     listing = {}
     for line in result.stdout.splitlines():
         name, *keys = line.split()

@@ -10,7 +10,7 @@ import pytest
 # The tests import their shared helpers (chartkit.py) from this folder.
 sys.path.insert(0, str(Path(__file__).parent))
 
-import chartkit  # noqa: E402
+import chartkit
 
 _official: list[chartkit.OfficialCharts] = []
 
@@ -24,9 +24,11 @@ def helm_available() -> str:
 
 
 @pytest.fixture(scope="session")
-def official_charts(helm_available: str) -> chartkit.OfficialCharts:
+def official_charts(helm_available: str, tmp_path_factory) -> chartkit.OfficialCharts:
     """Schemas and defaults of the official charts at the pinned version: pulled, else offline."""
-    charts = chartkit.pull_official_charts(chartkit.make_variable("DAGSTER_CHART_VERSION"))
+    charts = chartkit.pull_official_charts(
+        chartkit.make_variable("DAGSTER_CHART_VERSION"), tmp_path_factory.mktemp("charts")
+    )
     _official.append(charts)
     return charts
 
@@ -55,6 +57,27 @@ def platform_renders(helm_available: str) -> dict[str, list[dict]]:
         )
         for name, (files, sets) in chartkit.PLATFORM_SCENARIOS.items()
     }
+
+
+@pytest.fixture(scope="session")
+def official_renders(pulled_charts: chartkit.OfficialCharts) -> dict[str, list[dict]]:
+    """The official charts rendered with our values, as `make deploy` installs them: the system
+    release and one release per location (keyed "system" and by location name)."""
+    renders = {
+        "system": chartkit.render(
+            pulled_charts.system_chart,
+            chartkit.SYSTEM_RELEASE,
+            [chartkit.SYSTEM_VALUES_DIR / "values.yaml"],
+        )
+    }
+    for location in chartkit.locations():
+        renders[location.name] = chartkit.render(
+            pulled_charts.user_chart,
+            location.name,
+            [location.values_file],
+            {"deployments[0].image.tag": "test"},
+        )
+    return renders
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -32,9 +32,11 @@ def effective_system_values() -> dict:
 def platform_secret_names() -> set[str]:
     secrets = PLATFORM["secrets"]
     return {
-        secrets["postgresAdmin"], secrets["dagsterStorage"], secrets["biReader"],
+        secrets["postgresAdmin"],
+        secrets["dagsterStorage"],
+        secrets["biReader"],
         *secrets["locations"].values(),
-    }  # fmt: skip
+    }
 
 
 def variables_read_by(location: chartkit.Location) -> set[str]:
@@ -48,7 +50,9 @@ def variables_read_by(location: chartkit.Location) -> set[str]:
 
 
 def test_locations_are_the_dg_workspace_and_each_has_deploy_values():
-    folders = {p.name for p in (chartkit.REPO / "locations").iterdir() if (p / "pyproject.toml").exists()}
+    folders = {
+        p.name for p in (chartkit.REPO / "locations").iterdir() if (p / "pyproject.toml").exists()
+    }
 
     assert {loc.name for loc in LOCATIONS} == folders
     for location in LOCATIONS:
@@ -92,9 +96,15 @@ def test_image_command_is_what_the_chart_runs(location):
     deployment = location.deployment
 
     assert yaml.safe_load(cmd) == [
-        "dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"]),
+        "dagster",
+        "api",
+        "grpc",
+        "-h",
+        chartkit.ALL_INTERFACES,
+        "-p",
+        str(deployment["port"]),
         *deployment["dagsterApiGrpcArgs"],
-    ]  # fmt: skip
+    ]
 
 
 def test_image_repositories_are_what_make_images_builds():
@@ -116,9 +126,10 @@ def test_chart_version_and_system_images_pin_the_dagster_version_in_the_lock():
     assert chartkit.make_variable("DAGSTER_CHART_VERSION") == dagster
     for component in ("dagsterWebserver", "dagsterDaemon"):
         assert SYSTEM[component]["image"] == {
-            "repository": "docker.io/dagster/dagster-k8s", "tag": dagster,
+            "repository": "docker.io/dagster/dagster-k8s",
+            "tag": dagster,
             "pullPolicy": "IfNotPresent",
-        }  # fmt: skip
+        }
     assert f"version {dagster}" in (chartkit.SYSTEM_VALUES_DIR / "values.yaml").read_text()
     assert f"--version {dagster}" in DEPLOY_DOC.read_text()
 
@@ -134,9 +145,9 @@ def test_storage_settings_of_the_system_release_match_the_platform():
     assert postgresql["postgresqlDatabase"] == PLATFORM["dagsterStorage"]["database"]
     assert postgresql["postgresqlPassword"] == ""
     # check-db-ready runs the platform server's own image.
-    image = postgresql["image"]
-    assert f"{image['registry']}/{image['repository']}" == PLATFORM["postgres"]["image"]["repository"]
-    assert image["tag"] == PLATFORM["postgres"]["image"]["tag"]
+    image, server = postgresql["image"], PLATFORM["postgres"]["image"]
+    assert f"{image['registry']}/{image['repository']}" == server["repository"]
+    assert image["tag"] == server["tag"]
 
 
 def test_every_release_reads_dagster_storage_from_the_secret_the_platform_names():
@@ -202,9 +213,10 @@ def test_every_variable_a_location_reads_is_provided_and_no_other_teams_credenti
     platform_renders, location
 ):
     config_map = next(
-        d for d in platform_renders["kind"]
+        d
+        for d in platform_renders["kind"]
         if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "platform-environment"
-    )  # fmt: skip
+    )
     deployment = location.deployment
     keys = chartkit.secrets_script_listing()
     provided = {e["name"] for e in deployment.get("env", [])}
@@ -242,8 +254,10 @@ def test_no_values_file_holds_a_password():
         *chartkit.REPO.glob("locations/*/deploy/*.yaml"),
     ]
 
-    found = {str(f.relative_to(chartkit.REPO)): list(password_like_values(chartkit.load_yaml(f)))
-             for f in files}  # fmt: skip
+    found = {
+        str(f.relative_to(chartkit.REPO)): list(password_like_values(chartkit.load_yaml(f)))
+        for f in files
+    }
 
     assert len(files) >= 3 + len(LOCATIONS)
     assert found == {name: [] for name in found}
@@ -257,8 +271,9 @@ def test_run_queue_limits_and_retries_mirror_the_local_platform():
     assert queued["maxConcurrentRuns"] == local["concurrency"]["runs"]["max_concurrent_runs"]
     assert queued["tagConcurrencyLimits"] == local["concurrency"]["runs"]["tag_concurrency_limits"]
     assert SYSTEM["concurrency"] == {
-        "enabled": True, "pools": {"defaultLimit": local["concurrency"]["pools"]["default_limit"]},
-    }  # fmt: skip
+        "enabled": True,
+        "pools": {"defaultLimit": local["concurrency"]["pools"]["default_limit"]},
+    }
     assert daemon["runRetries"]["maxRetries"] == local["run_retries"]["max_retries"]
     assert effective_system_values()["dagsterDaemon"]["runMonitoring"]["enabled"] is True
     assert SYSTEM["telemetry"] == {"enabled": local["telemetry"]["enabled"]}
@@ -283,8 +298,12 @@ def test_team_labels_name_the_owners_of_the_locations_assets(location_defs):
 def test_make_deploy_installs_the_platform_then_the_system_then_every_location_in_order():
     result = subprocess.run(
         ["make", "--no-print-directory", "-n", "deploy", "TAG=abc1234", "OVERLAY=kind"],
-        cwd=chartkit.REPO, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        cwd=chartkit.REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     commands = result.stdout.replace("\\\n", " ").splitlines()
     installs = [line for line in commands if line.startswith("helm upgrade --install")]
     version = chartkit.locked_version("dagster")

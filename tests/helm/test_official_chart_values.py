@@ -3,10 +3,13 @@ checked against the charts' published values schemas (the pulled chart's own whe
 repository answers, else the offline copy), as Kubernetes objects, and, where the charts can
 be pulled (GitHub Actions), rendered for real."""
 
+import functools
+import http.server
+import json
 import shutil
 import subprocess
 import sys
-import tempfile
+import threading
 from pathlib import Path
 
 import chartkit
@@ -31,13 +34,13 @@ def location_values_sets() -> list[list[Path]]:
 
 
 @pytest.fixture(scope="module")
-def validator(official_charts: chartkit.OfficialCharts):
+def validator(official_charts: chartkit.OfficialCharts, tmp_path_factory):
     """The shared validator (merges like helm, then checks the schema), pointed at the schemas
     and defaults in use: a copy of validate.py beside the pulled chart's files when pulled."""
     if official_charts.source == "offline":
         script = chartkit.SHARED_SCHEMAS / "validate.py"
     else:
-        folder = Path(tempfile.mkdtemp(prefix="chart-schemas-"))
+        folder = tmp_path_factory.mktemp("chart-schemas")
         script = folder / "validate.py"
         shutil.copy(chartkit.SHARED_SCHEMAS / "validate.py", script)
         shutil.copy(official_charts.system_schema, folder / "system.values.schema.json")
@@ -49,8 +52,11 @@ def validator(official_charts: chartkit.OfficialCharts):
         joined = ",".join(str(f) for f in files)
         return subprocess.run(
             [sys.executable, str(script), kind, joined],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     return validate
 
@@ -74,9 +80,7 @@ def test_system_values_match_the_dagster_chart_schema(validator, official_charts
     location_values_sets(),
     ids=lambda files: "+".join(f"{f.parent.parent.name}/{f.name}" for f in files),
 )
-def test_location_values_match_the_user_deployments_chart_schema(
-    validator, official_charts, files
-):
+def test_location_values_match_the_user_deployments_chart_schema(validator, official_charts, files):
     result = validator("user-deployments", files)
 
     assert result.returncode == 0, (
@@ -102,15 +106,23 @@ def code_server_pod(deployment: dict) -> dict:
     container = {
         "name": "dagster-user-deployments",
         "image": f"{deployment['image']['repository']}:test",
-        "args": ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"]),
-                 *deployment["dagsterApiGrpcArgs"]],
+        "args": [
+            "dagster",
+            "api",
+            "grpc",
+            "-h",
+            chartkit.ALL_INTERFACES,
+            "-p",
+            str(deployment["port"]),
+            *deployment["dagsterApiGrpcArgs"],
+        ],
         "env": deployment.get("env", []),
         "envFrom": [{"configMapRef": ref} for ref in deployment.get("envConfigMaps", [])]
         + [{"secretRef": ref} for ref in deployment.get("envSecrets", [])],
         "resources": deployment["resources"],
         "securityContext": deployment["securityContext"],
         "volumeMounts": deployment.get("volumeMounts", []),
-    }  # fmt: skip
+    }
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         container[probe] = {k: v for k, v in deployment[probe].items() if k != "enabled"}
     return {
@@ -141,7 +153,7 @@ def test_code_servers_run_read_only_as_the_image_user_with_probes_and_requests(l
 
     assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 10001
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"]
+    assert {"mountPath": chartkit.TMP, "name": "tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
     assert set(container["resources"]["requests"]) == {"cpu", "memory"}
     assert deployment["startupProbe"]["enabled"] is True
@@ -158,20 +170,26 @@ def system_pod(component: dict, name: str) -> dict:
         "metadata": {"name": name},
         "spec": {
             "securityContext": component["podSecurityContext"],
-            "initContainers": [{
-                "name": "check-db-ready", "image": "postgres",
-                "securityContext": component["securityContext"],
-                "resources": component["initContainerResources"],
-            }],
-            "containers": [{
-                "name": name, "image": component["image"]["repository"],
-                "securityContext": component["securityContext"],
-                "resources": component["resources"],
-                "volumeMounts": component["volumeMounts"],
-            }],
+            "initContainers": [
+                {
+                    "name": "check-db-ready",
+                    "image": "postgres",
+                    "securityContext": component["securityContext"],
+                    "resources": component["initContainerResources"],
+                }
+            ],
+            "containers": [
+                {
+                    "name": name,
+                    "image": component["image"]["repository"],
+                    "securityContext": component["securityContext"],
+                    "resources": component["resources"],
+                    "volumeMounts": component["volumeMounts"],
+                }
+            ],
             "volumes": component["volumes"],
         },
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("component", ["dagsterWebserver", "dagsterDaemon"])
@@ -201,21 +219,6 @@ def test_run_workers_are_launched_under_the_restricted_standard():
 
 
 # -- the official charts rendered for real (where they can be pulled) ---------------------------
-@pytest.fixture(scope="module")
-def official_renders(pulled_charts: chartkit.OfficialCharts) -> dict[str, list[dict]]:
-    renders = {
-        "system": chartkit.render(
-            pulled_charts.system_chart, chartkit.SYSTEM_RELEASE, [SYSTEM_VALUES]
-        )
-    }
-    for location in LOCATIONS:
-        renders[location.name] = chartkit.render(
-            pulled_charts.user_chart, location.name, [location.values_file],
-            {"deployments[0].image.tag": "test"},
-        )  # fmt: skip
-    return renders
-
-
 def test_rendered_official_charts_are_valid_kubernetes(official_renders):
     errors = {
         name: [e for e in map(chartkit.kubernetes_errors, docs) if e]
@@ -237,27 +240,31 @@ def test_rendered_official_pods_meet_the_restricted_standard(official_renders):
 
 
 def test_pods_carry_the_labels_the_network_policies_select(official_renders):
-    system = {name: meta["labels"] for name, meta, _ in
-              chartkit.pod_templates(official_renders["system"])}  # fmt: skip
+    system = {
+        name: meta["labels"] for name, meta, _ in chartkit.pod_templates(official_renders["system"])
+    }
     webserver = next(v for k, v in system.items() if "webserver" in k)
     daemon = next(v for k, v in system.items() if "daemon" in k)
 
     assert chartkit.webserver_pod_labels().items() <= webserver.items()
     assert chartkit.daemon_pod_labels().items() <= daemon.items()
     for location in LOCATIONS:
-        (pod_labels,) = [m["labels"] for _, m, _ in
-                         chartkit.pod_templates(official_renders[location.name])]  # fmt: skip
+        (pod_labels,) = [
+            m["labels"] for _, m, _ in chartkit.pod_templates(official_renders[location.name])
+        ]
         expected = chartkit.code_server_pod_labels(location.name, location.deployment["labels"])
         assert expected.items() <= pod_labels.items(), location.name
 
 
 def test_rendered_workspace_points_at_each_location_service(official_renders):
-    config_maps = {d["metadata"]["name"]: d for d in official_renders["system"]
-                   if d["kind"] == "ConfigMap"}  # fmt: skip
+    config_maps = {
+        d["metadata"]["name"]: d for d in official_renders["system"] if d["kind"] == "ConfigMap"
+    }
     workspace = yaml.safe_load(config_maps["dagster-workspace-yaml"]["data"]["workspace.yaml"])
     services = {
-        loc.name: {d["metadata"]["name"]: d for d in official_renders[loc.name]
-                   if d["kind"] == "Service"}  # fmt: skip
+        loc.name: {
+            d["metadata"]["name"]: d for d in official_renders[loc.name] if d["kind"] == "Service"
+        }
         for loc in LOCATIONS
     }
 
@@ -284,11 +291,59 @@ def test_rendered_code_servers_pass_their_team_secret_to_their_runs_only(officia
 
 def test_rendered_official_charts_require_only_secrets_the_platform_creates(official_renders):
     created = set(chartkit.secrets_script_listing())
-    required = {
-        name: chartkit.secret_names_in(docs) for name, docs in official_renders.items()
-    }
+    required = {name: chartkit.secret_names_in(docs) for name, docs in official_renders.items()}
 
     assert {name: found - created for name, found in required.items()} == {
         name: set() for name in required
     }
     assert "dagster-postgresql-secret" in required["system"]
+
+
+# -- the pull itself, against a chart repository on 127.0.0.1 ----------------------------------
+@pytest.fixture
+def local_chart_repository(helm_available, tmp_path):
+    """A chart repository with stand-ins for both official charts, served over HTTP."""
+    packages = tmp_path / "repo"
+    packages.mkdir()
+    for chart in ("dagster", "dagster-user-deployments"):
+        folder = tmp_path / "src" / chart
+        (folder / "templates").mkdir(parents=True)
+        (folder / "Chart.yaml").write_text(f"apiVersion: v2\nname: {chart}\nversion: 9.9.9\n")
+        (folder / "values.yaml").write_text(f"origin: {chart}\n")
+        (folder / "values.schema.json").write_text(json.dumps({"title": chart}))
+        result = chartkit.helm("package", str(folder), "--destination", str(packages))
+        assert result.returncode == 0, result.stderr
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(packages))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    assert chartkit.helm("repo", "index", str(packages), "--url", url).returncode == 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+def test_pulled_charts_provide_their_own_schemas_and_defaults(local_chart_repository, tmp_path):
+    charts = chartkit.pull_official_charts(
+        "9.9.9", tmp_path / "pulled", repo=local_chart_repository
+    )
+
+    assert charts.source == "pulled"
+    assert yaml.safe_load(charts.system_defaults.read_text()) == {"origin": "dagster"}
+    assert yaml.safe_load(charts.user_defaults.read_text()) == {
+        "origin": "dagster-user-deployments"
+    }
+    assert "dagster-user-deployments" in charts.user_schema.read_text()
+    assert charts.system_chart.name == "dagster"
+
+
+def test_an_unreachable_repository_falls_back_to_the_offline_copy(local_chart_repository, tmp_path):
+    charts = chartkit.pull_official_charts(
+        "0.0.1", tmp_path / "pulled", repo=local_chart_repository
+    )
+
+    assert charts.source == "offline"
+    assert "0.0.1" in charts.reason
+    assert charts.system_schema == chartkit.SHARED_SCHEMAS / "system.values.schema.json"
+    assert charts.system_chart is None

@@ -102,14 +102,18 @@ def test_postgres_is_pinned_probed_and_keeps_its_data_on_a_volume(platform_rende
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert "pg_isready" in " ".join(container[probe]["exec"]["command"]), probe
     assert {m["mountPath"] for m in container["volumeMounts"]} == {
-        "/var/lib/postgresql/data", "/var/run/postgresql", "/tmp", "/dev/shm",
-    }  # fmt: skip
+        "/var/lib/postgresql/data",
+        "/var/run/postgresql",
+        chartkit.TMP,
+        "/dev/shm",  # noqa: S108
+    }
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == values["persistence"]["size"]
     env = {e["name"]: e for e in container["env"]}
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "platform-postgres-admin", "key": "PGPASSWORD",
-    }  # fmt: skip
+        "name": "platform-postgres-admin",
+        "key": "PGPASSWORD",
+    }
     service = by_kind(docs, "Service")[values["name"]]
     assert service["spec"]["ports"][0]["port"] == 5432
     assert chartkit.selector_matches(
@@ -123,7 +127,8 @@ def test_production_renders_no_server_and_points_the_bootstrap_at_the_managed_on
 ):
     docs = platform_renders["managed-postgres"]
     job = by_kind(docs, "Job")["platform-bootstrap"]
-    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
 
     assert "StatefulSet" not in {d["kind"] for d in docs}
     assert "platform-postgresql" not in by_kind(docs, "NetworkPolicy")
@@ -150,8 +155,13 @@ def test_bootstrap_job_runs_exactly_the_repository_sql_after_install_and_upgrade
         hashlib.sha256(sql.encode()).hexdigest()
     )
     assert container["command"] == [
-        "psql", "-X", "-v", "ON_ERROR_STOP=1", "-f", "/bootstrap/bootstrap.sql",
-    ]  # fmt: skip
+        "psql",
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-f",
+        "/bootstrap/bootstrap.sql",
+    ]
     assert "pg_isready" in " ".join(pod["initContainers"][0]["command"])
     assert job["spec"]["activeDeadlineSeconds"] > 0
 
@@ -170,12 +180,14 @@ def test_bootstrap_job_gets_every_variable_the_sql_reads_and_no_password_in_clea
             assert "value" not in var, name
             assert not var["valueFrom"]["secretKeyRef"].get("optional", False), name
     assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "dagster-postgresql-secret", "key": "postgresql-password",
-    }  # fmt: skip
+        "name": "dagster-postgresql-secret",
+        "key": "postgresql-password",
+    }
     for location in LOCATIONS:
         prefix = location.name.upper()
         ref = env[f"{prefix}_WAREHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": f"{location.name}-credentials", "key": f"{prefix}_WAREHOUSE_PASSWORD"}
+        key = f"{prefix}_WAREHOUSE_PASSWORD"
+        assert ref == {"name": f"{location.name}-credentials", "key": key}
 
 
 def test_environment_config_map_names_the_server_the_database_and_the_file_areas(
@@ -200,15 +212,18 @@ def test_external_secrets_create_every_secret_the_platform_names(platform_render
     external = by_kind(docs, "ExternalSecret")
     values = platform_values()
     expected = {
-        values["secrets"]["postgresAdmin"], values["secrets"]["dagsterStorage"],
-        values["secrets"]["biReader"], *values["secrets"]["locations"].values(),
-    }  # fmt: skip
+        values["secrets"]["postgresAdmin"],
+        values["secrets"]["dagsterStorage"],
+        values["secrets"]["biReader"],
+        *values["secrets"]["locations"].values(),
+    }
 
     assert set(external) == expected
     for name, doc in external.items():
         assert doc["apiVersion"] == "external-secrets.io/v1"
         assert doc["spec"]["target"] == {"name": name, "creationPolicy": "Owner"}
-        assert doc["spec"]["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": "platform-secrets"}
+        store = {"kind": "ClusterSecretStore", "name": "platform-secrets"}
+        assert doc["spec"]["secretStoreRef"] == store
         assert doc["spec"]["dataFrom"] == [{"extract": {"key": f"data-platform/{name}"}}]
         assert doc["spec"]["refreshInterval"] == "1h"
     assert "ExternalSecret" not in {d["kind"] for d in platform_renders["defaults"]}
@@ -263,8 +278,11 @@ def test_code_servers_accept_grpc_from_webserver_daemon_and_run_pods_only(polici
         assert chartkit.allowed_by(policy, run_pod(location.name), port)
     for location, labels in code_server_pods().items():
         assert not chartkit.allowed_by(policy, labels, port), location
-    bootstrap = {"app.kubernetes.io/name": "platform", "app.kubernetes.io/instance": "platform",
-                 "app.kubernetes.io/component": "bootstrap"}  # fmt: skip
+    bootstrap = {
+        "app.kubernetes.io/name": "platform",
+        "app.kubernetes.io/instance": "platform",
+        "app.kubernetes.io/component": "bootstrap",
+    }
     assert not chartkit.allowed_by(policy, bootstrap, port)
     assert not chartkit.allowed_by(policy, {"app": "anything-else"}, port)
     assert not chartkit.allowed_by(policy, chartkit.webserver_pod_labels(), 5432)
@@ -283,10 +301,13 @@ def test_postgres_accepts_dagster_code_servers_runs_and_the_bootstrap_only(
         policy["spec"]["podSelector"], postgres_pod["spec"]["template"]["metadata"]["labels"]
     )
     allowed = [
-        chartkit.webserver_pod_labels(), chartkit.daemon_pod_labels(),
-        chartkit.migrate_job_pod_labels(), bootstrap_pod["spec"]["template"]["metadata"]["labels"],
-        *code_server_pods().values(), *(run_pod(loc.name) for loc in LOCATIONS),
-    ]  # fmt: skip
+        chartkit.webserver_pod_labels(),
+        chartkit.daemon_pod_labels(),
+        chartkit.migrate_job_pod_labels(),
+        bootstrap_pod["spec"]["template"]["metadata"]["labels"],
+        *code_server_pods().values(),
+        *(run_pod(loc.name) for loc in LOCATIONS),
+    ]
     for labels in allowed:
         assert chartkit.allowed_by(policy, labels, 5432), labels
     assert not chartkit.allowed_by(policy, {"app": "anything-else"}, 5432)

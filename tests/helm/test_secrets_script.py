@@ -5,6 +5,7 @@ kubectl. The cluster is outside the product; the script's logic and kubectl's ou
 import base64
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.helm
 
-FAKE_KUBECTL = r'''
+FAKE_KUBECTL = r"""
 import base64, json, os, shutil, subprocess, sys, tempfile
 
 state_path = os.environ["FAKE_KUBE_STATE"]
@@ -45,7 +46,8 @@ if args[:2] == ["get", "secret"]:
         print(f'Error from server (NotFound): secrets "{args[2]}" not found', file=sys.stderr)
         sys.exit(1)
     if len(args) > 3:
-        assert args[3:5] == ["-o", "go-template={{range $key, $value := .data}}{{$key}}{{\"\\n\"}}{{end}}"], args
+        keys_only = "go-template={{range $key, $value := .data}}{{$key}}{{\"\\n\"}}{{end}}"
+        assert args[3:5] == ["-o", keys_only], args
         print("".join(f"{key}\n" for key in sorted(secrets[args[2]])), end="")
     sys.exit(0)
 if args[:3] == ["create", "secret", "generic"]:
@@ -75,7 +77,7 @@ if args[:2] == ["patch", "secret"]:
     sys.exit(0)
 print(f"fake kubectl: unsupported {args}", file=sys.stderr)
 sys.exit(3)
-'''
+"""
 
 
 @pytest.fixture
@@ -94,13 +96,20 @@ def cluster(tmp_path: Path):
         env = {
             **os.environ,
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "FAKE_KUBE_STATE": str(state), "FAKE_KUBE_LOG": str(log), "REAL_KUBECTL": kubectl,
-            "NAMESPACE": namespace, "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
-        }  # fmt: skip
+            "FAKE_KUBE_STATE": str(state),
+            "FAKE_KUBE_LOG": str(log),
+            "REAL_KUBECTL": kubectl,
+            "NAMESPACE": namespace,
+            "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+        }
         return subprocess.run(
             ["bash", str(chartkit.SECRETS_SCRIPT), *args],
-            capture_output=True, text=True, env=env, timeout=120, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
 
     def secrets() -> dict[str, dict[str, str]]:
         stored = json.loads(state.read_text())["secrets"].get("data-platform", {})
@@ -121,11 +130,11 @@ def cluster(tmp_path: Path):
 
 
 def kubectl_binary() -> str:
-    helm = chartkit.helm_binary()
-    kubectl = Path(helm).with_name("kubectl") if helm else None
-    if kubectl is None or not kubectl.exists():
-        pytest.skip("kubectl is not installed next to helm: run `make tools`")
-    return str(kubectl)
+    """kubectl on PATH, else the copy `make tools` installs into .tools/bin."""
+    found = shutil.which("kubectl") or chartkit.REPO / ".tools" / "bin" / "kubectl"
+    if not Path(found).exists():
+        pytest.skip("kubectl is not on PATH nor in .tools/bin: run `make tools`")
+    return str(found)
 
 
 def test_first_run_creates_every_secret_with_random_passwords_and_prints_none(cluster):
@@ -136,8 +145,12 @@ def test_first_run_creates_every_secret_with_random_passwords_and_prints_none(cl
     assert {name: sorted(data) for name, data in created.items()} == {
         name: sorted(keys) for name, keys in chartkit.secrets_script_listing().items()
     }
-    passwords = [v for data in created.values() for k, v in data.items()
-                 if "PASSWORD" in k or k.endswith("-password")]  # fmt: skip
+    passwords = [
+        v
+        for data in created.values()
+        for k, v in data.items()
+        if "PASSWORD" in k or k.endswith("-password")
+    ]
     assert len(passwords) == len(set(passwords)) == 7  # every role, the admin and Dagster
     assert all(len(p) == 48 and set(p) <= set("0123456789abcdef") for p in passwords)
     assert created["ingestion-credentials"]["INGESTION_WAREHOUSE_USER"] == "ingestion"
@@ -180,8 +193,9 @@ def test_rotate_replaces_the_passwords_of_the_named_secret_only(cluster):
     after = cluster.secrets()
 
     assert result.returncode == 0, result.stderr
-    assert after["exports-credentials"]["EXPORTS_WAREHOUSE_PASSWORD"] != (
-        before["exports-credentials"]["EXPORTS_WAREHOUSE_PASSWORD"]
+    assert (
+        after["exports-credentials"]["EXPORTS_WAREHOUSE_PASSWORD"]
+        != (before["exports-credentials"]["EXPORTS_WAREHOUSE_PASSWORD"])
     )
     assert after["exports-credentials"]["EXPORTS_WAREHOUSE_USER"] == "exports"
     assert {k: v for k, v in after.items() if k != "exports-credentials"} == {
@@ -201,5 +215,6 @@ def test_listing_needs_no_cluster_and_shows_no_values():
     listing = chartkit.secrets_script_listing()
 
     assert "dagster-postgresql-secret" in listing
-    assert all(key.isupper() or key == "postgresql-password" for keys in listing.values()
-               for key in keys)  # fmt: skip
+    assert all(
+        key.isupper() or key == "postgresql-password" for keys in listing.values() for key in keys
+    )
