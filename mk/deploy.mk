@@ -22,7 +22,7 @@ DEPLOY_LOCATIONS := $(shell sed -n 's|^path = "locations/\(.*\)"|\1|p' dg.toml)
 
 HELM_FLAGS := --namespace $(NAMESPACE) $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT))
 KUBECTL := kubectl $(if $(KUBE_CONTEXT),--context $(KUBE_CONTEXT))
-HELM_INSTALL := helm upgrade --install $(HELM_FLAGS) --wait --timeout $(HELM_TIMEOUT)
+HELM_UPGRADE := helm upgrade --install $(HELM_FLAGS) --timeout $(HELM_TIMEOUT)
 # -f <dir>/values.yaml, plus -f <dir>/values-$(OVERLAY).yaml when OVERLAY is set and it exists.
 values_files = -f $(1)/values.yaml $(if $(OVERLAY),$(if $(wildcard $(1)/values-$(OVERLAY).yaml),-f $(1)/values-$(OVERLAY).yaml))
 
@@ -45,7 +45,7 @@ secrets: namespace ## kind/dev: create the platform's Secrets with random creden
 	@NAMESPACE=$(NAMESPACE) KUBE_CONTEXT=$(KUBE_CONTEXT) infra/kind/secrets.sh
 
 .PHONY: helm-repo
-helm-repo:
+helm-repo: ## Add the official Dagster chart repository as `dagster` (only when missing)
 	@if ! helm repo list 2>/dev/null | awk '$$1 == "dagster" {found = 1} END {exit !found}'; then \
 		echo "==> helm repo add dagster $(DAGSTER_HELM_REPO)"; \
 		helm repo add dagster $(DAGSTER_HELM_REPO) >/dev/null; \
@@ -60,12 +60,15 @@ deploy: deploy-platform deploy-system ## Deploy everything: platform chart, syst
 .PHONY: deploy-platform
 deploy-platform: namespace ## Deploy the platform chart (PostgreSQL, bootstrap Job, Secrets wiring, NetworkPolicies)
 	@echo "==> helm upgrade --install $(PLATFORM_RELEASE) charts/platform$(if $(OVERLAY), (overlay $(OVERLAY)))"
-	@$(HELM_INSTALL) $(PLATFORM_RELEASE) charts/platform $(call values_files,charts/platform)
+	@# No --wait: the file-area claims bind only once a location mounts them (WaitForFirstConsumer
+	@# storage classes, e.g. kind's), so they stay Pending here. helm always waits for the bootstrap
+	@# hook Job, which itself waits for PostgreSQL: when this returns, the databases are ready.
+	@$(HELM_UPGRADE) $(PLATFORM_RELEASE) charts/platform $(call values_files,charts/platform)
 
 .PHONY: deploy-system
 deploy-system: helm-repo ## Deploy the system release: dagster/dagster (webserver, daemon, workspace)
 	@echo "==> helm upgrade --install $(SYSTEM_RELEASE) dagster/dagster $(DAGSTER_CHART_VERSION)"
-	@$(HELM_INSTALL) $(SYSTEM_RELEASE) dagster/dagster --version $(DAGSTER_CHART_VERSION) \
+	@$(HELM_UPGRADE) --wait $(SYSTEM_RELEASE) dagster/dagster --version $(DAGSTER_CHART_VERSION) \
 		$(call values_files,charts/dagster)
 
 .PHONY: deploy-location
@@ -74,7 +77,7 @@ deploy-location: helm-repo ## Deploy one location: make deploy-location LOCATION
 	@test -f locations/$(LOCATION)/deploy/values.yaml || { echo "deploy-location: no locations/$(LOCATION)/deploy/values.yaml" >&2; exit 2; }
 	@test -n "$(TAG)" || { echo "deploy-location: set TAG (the image tag to deploy)" >&2; exit 2; }
 	@echo "==> helm upgrade --install $(LOCATION) dagster/dagster-user-deployments ($(REGISTRY)/$(LOCATION):$(TAG))"
-	@$(HELM_INSTALL) $(LOCATION) dagster/dagster-user-deployments --version $(DAGSTER_CHART_VERSION) \
+	@$(HELM_UPGRADE) --wait $(LOCATION) dagster/dagster-user-deployments --version $(DAGSTER_CHART_VERSION) \
 		$(call values_files,locations/$(LOCATION)/deploy) \
 		--set deployments[0].image.repository=$(REGISTRY)/$(LOCATION) \
 		--set deployments[0].image.tag=$(TAG)

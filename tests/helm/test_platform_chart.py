@@ -203,6 +203,8 @@ def test_environment_config_map_names_the_server_the_database_and_the_file_areas
     assert data["PAYMENTS_LANDING_URL"].startswith("/data/landing/")
     assert data["EXPORTS_URL"].startswith("/data/exports")
     assert set(claims) == {"platform-landing", "platform-exports"}
+    for claim in claims.values():
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert all(isinstance(v, str) for v in data.values())
     assert not [k for k in data if "PASSWORD" in k or k.endswith("_USER")]
 
