@@ -22,7 +22,7 @@ include $(sort $(wildcard mk/*.mk))
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: setup
 setup: $(UV) ## Install uv if missing, then the workspace (all locations + dev tools) from uv.lock
@@ -45,13 +45,16 @@ run: setup ## Headless: materialise every asset of every location in order, prin
 .PHONY: test
 test: setup ## Unit and integration tests on an embedded PostgreSQL (needs only Python)
 	@echo "==> pytest (unit + integration)"
-	@$(UV) run --frozen pytest -m "not docker and not kind" --durations=10
+	@$(UV) run --frozen pytest -m "not docker and not kind and not e2e" --durations=10
 
 .PHONY: lint
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check; GitHub workflows and Renovate config against their schemas (offline)
 	@echo "==> ruff"
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
+	@echo "==> check-jsonschema (bundled schemas: GitHub workflows, Renovate)"
+	@$(UV) run --frozen check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	@$(UV) run --frozen check-jsonschema --builtin-schema vendor.renovate renovate.json
 
 .PHONY: ci
 ci: $(CI_TOOLS) lint test $(CI_SLOW) ## What CI runs (.ci/run): tools, lint, tests, then the slow layers

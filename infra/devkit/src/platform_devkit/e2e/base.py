@@ -1,0 +1,86 @@
+"""What every e2e driver provides: a running deployment behind a GraphQL URL, the warehouse,
+the export area, and the operations the body performs on one code location."""
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+
+from platform_devkit.e2e.graphql import DagsterGraphQL
+from platform_devkit.instance import locations
+
+# Variables each team's code server (and its runs) receives; nothing of another team's.
+# In Kubernetes the same split is the team Secrets (locations/<name>/deploy/values.yaml).
+SHARED_VARIABLES = (
+    "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB", "DAGSTER_PG_USER",
+    "DAGSTER_PG_PASSWORD", "WAREHOUSE_HOST", "WAREHOUSE_PORT", "WAREHOUSE_DB",
+)  # fmt: skip
+TEAM_VARIABLES = {
+    "ingestion": (
+        "INGESTION_WAREHOUSE_USER", "INGESTION_WAREHOUSE_PASSWORD", "SHOP_DB_HOST",
+        "SHOP_DB_PORT", "SHOP_DB_NAME", "SHOP_DB_USER", "SHOP_DB_PASSWORD",
+        "PAYMENTS_LANDING_URL",
+    ),
+    "transformation": ("TRANSFORMATION_WAREHOUSE_USER", "TRANSFORMATION_WAREHOUSE_PASSWORD"),
+    "exports": ("EXPORTS_WAREHOUSE_USER", "EXPORTS_WAREHOUSE_PASSWORD", "EXPORTS_URL"),
+}  # fmt: skip
+
+
+def location_names() -> list[str]:
+    return [loc["name"] for loc in locations()]
+
+
+def location_environment(name: str, env: dict[str, str]) -> dict[str, str]:
+    """The variables of one location's server: shared connection settings and its team's."""
+    if name not in TEAM_VARIABLES:
+        raise KeyError(f"location {name} has no entry in TEAM_VARIABLES ({__file__})")
+    return {k: env[k] for k in (*SHARED_VARIABLES, *TEAM_VARIABLES[name]) if k in env}
+
+
+class Deployment(abc.ABC):
+    """A running platform. Subclasses start it in `__enter__` and remove it in `__exit__`."""
+
+    name: str
+    graphql: DagsterGraphQL
+    webserver_url: str
+
+    def __init__(self, workdir: Path, progress: Callable[[str], None]) -> None:
+        self.workdir = workdir
+        self.progress = progress
+
+    def __enter__(self) -> "Deployment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @abc.abstractmethod
+    def query(self, sql: str, database: str = "warehouse") -> list[tuple]:
+        """Run SQL as the administrative role."""
+
+    @abc.abstractmethod
+    def export_files(self, folder: str) -> dict[str, bytes]:
+        """Files below a folder of the export area: relative path -> content."""
+
+    @abc.abstractmethod
+    def delivered_payment_days(self) -> list[str]:
+        """Days whose payment file is in the landing area."""
+
+    @abc.abstractmethod
+    def stop_location(self, name: str) -> None:
+        """Stop one code server (the others keep running)."""
+
+    @abc.abstractmethod
+    def start_location(self, name: str) -> None:
+        """Start a stopped code server again."""
+
+    @abc.abstractmethod
+    def upgrade_location(self, name: str) -> None:
+        """Replace one code server by a new one (a new image tag, or a restarted server)."""
+
+    def diagnostics(self) -> str:
+        """What to print when a test failed: logs, events."""
+        return ""
+
+    def verify_runtime_isolation(self) -> None:  # noqa: B027 (optional hook)
+        """Driver-specific checks that runs executed where they should (kind: Kubernetes Jobs
+        with the location's image and only that team's Secret)."""

@@ -1,0 +1,260 @@
+"""The `kind` driver: the real Helm deployment on a kind cluster.
+
+Unless E2E_KIND_REUSE=1 (a cluster already deployed by `make kind-deploy`), it creates the
+cluster, loads the images, creates the Secrets and deploys with the kind overlays, all through
+the Makefile, as the platform team would. It then port-forwards the webserver and PostgreSQL,
+seeds the demo shop through the port-forward and puts the payment files on the landing volume
+through the ingestion code server's pod. It deletes the cluster at the end unless
+E2E_KIND_KEEP=1. Diagnostics on failure: events, pods, describe, logs of every pod.
+"""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg2
+
+from platform_devkit.e2e.base import Deployment, location_names
+from platform_devkit.e2e.graphql import DagsterGraphQL
+from platform_devkit.paths import REPO_ROOT
+from platform_devkit.postgres import free_port
+from platform_devkit.shop.generator import SIZES, ShopSource
+
+CLUSTER = os.environ.get("KIND_CLUSTER", "data-platform")
+CONTEXT = f"kind-{CLUSTER}"
+NAMESPACE = os.environ.get("NAMESPACE", "data-platform")
+REGISTRY = os.environ.get("REGISTRY", "data-platform")
+# Names given by charts/platform and the official charts for the releases `make deploy` creates.
+WEBSERVER_SERVICE = "dagster-dagster-webserver"
+POSTGRES_SERVICE = "platform-postgresql"
+ADMIN_SECRET = "platform-postgres-admin"  # noqa: S105 (a Secret's name)
+LANDING = "/data/landing/payments"
+EXPORTS = "/data/exports"
+
+# Runs in a code server's pod with the image's Python: files below a folder, base64 in JSON.
+_READ_FILES = """
+import base64, json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+base = pathlib.Path(sys.argv[2])
+print(json.dumps({str(p.relative_to(root)): base64.b64encode(p.read_bytes()).decode()
+                  for p in sorted((root / base).rglob("*")) if p.is_file()}))
+"""
+_WRITE_FILE = """
+import pathlib, sys
+path = pathlib.Path(sys.argv[1])
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_bytes(sys.stdin.buffer.read())
+"""
+
+
+def kind_available() -> str | None:
+    """None when kind, kubectl, helm and Docker are usable, else what is missing."""
+    for tool in ("kind", "kubectl", "helm", "docker"):
+        if shutil.which(tool) is None:
+            return (
+                f"{tool} is not on PATH; the kind driver runs in GitHub Actions "
+                "(.github/workflows/e2e-kind.yml) or on a machine where kind can create a node"
+            )
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker engine reachable"
+    return None
+
+
+class KindDeployment(Deployment):
+    name = "kind"
+
+    def __init__(self, workdir: Path, progress: Callable[[str], None], tag: str) -> None:
+        super().__init__(workdir, progress)
+        self.tag = tag
+        self.forwards: list[subprocess.Popen] = []
+        self.admin: dict[str, str] = {}
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def kubectl(self, *args: str, input: bytes | None = None, check: bool = True) -> bytes:
+        result = subprocess.run(
+            ["kubectl", "--context", CONTEXT, "--namespace", NAMESPACE, *args],
+            input=input, capture_output=True, timeout=600,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.decode()[-2000:]}")
+        return result.stdout
+
+    def make(self, *targets: str, **variables: str) -> None:
+        argv = ["make", "--no-print-directory", *targets]
+        argv += [f"{k}={v}" for k, v in {"KUBE_CONTEXT": CONTEXT, **variables}.items()]
+        self.progress(" ".join(argv))
+        subprocess.run(argv, cwd=REPO_ROOT, check=True, timeout=1800)
+
+    def secret(self, name: str) -> dict[str, str]:
+        data = json.loads(self.kubectl("get", "secret", name, "-o", "json"))["data"]
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    def pod(self, location: str) -> str:
+        """The running pod of a location's code server (label set by dagster-user-deployments)."""
+        return self.kubectl(
+            "get", "pods", "-l", f"deployment={location}", "--field-selector=status.phase=Running",
+            "-o", "jsonpath={.items[0].metadata.name}",
+        ).decode()  # fmt: skip
+
+    def python_in(self, location: str, script: str, *args: str, input: bytes | None = None):
+        return self.kubectl(
+            "exec", "-i", self.pod(location), "--", "python", "-c", script, *args, input=input
+        )
+
+    def port_forward(self, target: str, remote: int) -> int:
+        local = free_port()
+        process = subprocess.Popen(
+            ["kubectl", "--context", CONTEXT, "--namespace", NAMESPACE, "port-forward",
+             target, f"{local}:{remote}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.forwards.append(process)
+        time.sleep(2)
+        return local
+
+    def deployment_of(self, location: str) -> str:
+        return self.kubectl(
+            "get", "deployments", "-l", f"deployment={location}",
+            "-o", "jsonpath={.items[0].metadata.name}",
+        ).decode()  # fmt: skip
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> "KindDeployment":
+        if os.environ.get("E2E_KIND_REUSE") != "1":
+            self.make("kind-deploy", TAG=self.tag)
+        self.webserver_url = f"http://127.0.0.1:{self.port_forward(f'svc/{WEBSERVER_SERVICE}', 80)}"
+        pg_port = self.port_forward(f"svc/{POSTGRES_SERVICE}", 5432)
+        credentials = self.secret(ADMIN_SECRET)
+        self.admin = {
+            "PGHOST": "127.0.0.1", "PGPORT": str(pg_port),
+            "PGUSER": credentials["PGUSER"], "PGPASSWORD": credentials["PGPASSWORD"],
+        }  # fmt: skip
+        self.graphql = DagsterGraphQL(self.webserver_url, self.progress)
+        self.graphql.wait_until_serving()
+        self._seed()
+        return self
+
+    def _seed(self) -> None:
+        """The demo shop in the cluster's server, its payment files on the landing volume."""
+        ingestion = self.secret("ingestion-credentials")
+        landing, outbox = self.workdir / "landing", self.workdir / "outbox"
+        source = ShopSource(
+            admin=self.admin, database="shop", reader_user=ingestion["SHOP_DB_USER"],
+            reader_password=ingestion["SHOP_DB_PASSWORD"], landing=landing, outbox=outbox,
+        )  # fmt: skip
+        source.create()
+        if source.state() is None:
+            source.seed(SIZES["tiny"], size_name="tiny")
+        for file in sorted(landing.iterdir()):
+            self.python_in(
+                "ingestion", _WRITE_FILE, f"{LANDING}/{file.name}", input=file.read_bytes()
+            )
+        self.progress(f"seeded the shop and put {len(list(landing.iterdir()))} payment files")
+
+    def __exit__(self, *exc) -> None:
+        for process in self.forwards:
+            process.terminate()
+        if os.environ.get("E2E_KIND_KEEP") != "1" and os.environ.get("E2E_KIND_REUSE") != "1":
+            self.make("kind-down")
+
+    # -- data --------------------------------------------------------------------------------
+    def query(self, sql: str, database: str = "warehouse") -> list[tuple]:
+        conn = psycopg2.connect(
+            host=self.admin["PGHOST"], port=self.admin["PGPORT"], user=self.admin["PGUSER"],
+            password=self.admin["PGPASSWORD"], dbname=database,
+        )  # fmt: skip
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def _files(self, location: str, root: str, folder: str) -> dict[str, bytes]:
+        listing = json.loads(self.python_in(location, _READ_FILES, root, folder))
+        return {path: base64.b64decode(data) for path, data in listing.items()}
+
+    def export_files(self, folder: str) -> dict[str, bytes]:
+        return self._files("exports", EXPORTS, folder)
+
+    def delivered_payment_days(self) -> list[str]:
+        files = self._files("ingestion", LANDING, ".")
+        return sorted(Path(p).stem.removeprefix("payments_") for p in files if p.endswith(".csv"))
+
+    # -- code servers ------------------------------------------------------------------------
+    def _scale(self, location: str, replicas: int) -> None:
+        name = self.deployment_of(location)
+        self.progress(f"scaling {name} to {replicas}")
+        self.kubectl("scale", f"deployment/{name}", f"--replicas={replicas}")
+        if replicas:
+            self.kubectl("rollout", "status", f"deployment/{name}", "--timeout=300s")
+        else:
+            self.kubectl(
+                "wait", "--for=delete", "pod", "-l", f"deployment={location}", "--timeout=120s",
+                check=False,
+            )  # fmt: skip
+
+    def stop_location(self, name: str) -> None:
+        self._scale(name, 0)
+
+    def start_location(self, name: str) -> None:
+        self._scale(name, 1)
+
+    def upgrade_location(self, name: str) -> None:
+        """A new image tag, loaded into the node and rolled out by the team's own release."""
+        new_tag = f"{self.tag}-upgrade"
+        subprocess.run(
+            ["docker", "tag", f"{REGISTRY}/{name}:{self.tag}", f"{REGISTRY}/{name}:{new_tag}"],
+            check=True,
+        )
+        self.make("kind-load-one", LOCATION=name, TAG=new_tag)
+        self.make("deploy-location", LOCATION=name, TAG=new_tag)
+        image = self.kubectl(
+            "get", f"deployment/{self.deployment_of(name)}",
+            "-o", "jsonpath={.spec.template.spec.containers[0].image}",
+        ).decode()  # fmt: skip
+        assert image == f"{REGISTRY}/{name}:{new_tag}", image
+
+    # -- assertions only a cluster can make --------------------------------------------------
+    def verify_runtime_isolation(self) -> None:
+        """Runs were Kubernetes Jobs with their location's image, and each got its own team's
+        Secret and no other team's."""
+        jobs = json.loads(
+            self.kubectl(
+                "get", "jobs", "-l", "app.kubernetes.io/component=run_worker", "-o", "json"
+            )
+        )["items"]
+        seen = set()
+        for job in jobs:
+            location = job["metadata"]["labels"]["dagster/code-location"]
+            (container,) = job["spec"]["template"]["spec"]["containers"]
+            assert container["image"].startswith(f"{REGISTRY}/{location}:"), container["image"]
+            secrets = {
+                source["secretRef"]["name"]
+                for source in container.get("envFrom", [])
+                if "secretRef" in source
+            }
+            assert secrets == {f"{location}-credentials"}, (location, secrets)
+            seen.add(location)
+        assert seen == set(location_names()), f"run Jobs only for {seen}"
+
+    def diagnostics(self) -> str:
+        sections = []
+        for title, args in (
+            ("events", ["get", "events", "--sort-by=.lastTimestamp"]),
+            ("pods", ["get", "pods", "-o", "wide"]),
+            ("jobs", ["get", "jobs"]),
+            ("describe pods", ["describe", "pods"]),
+        ):
+            output = self.kubectl(*args, check=False).decode(errors="replace")
+            sections.append(f"--- {title} ---\n{output}")
+        pods = self.kubectl("get", "pods", "-o", "name", check=False).decode().split()
+        for pod in pods:
+            logs = self.kubectl("logs", pod, "--all-containers", "--tail=200", check=False)
+            sections.append(f"--- logs {pod} ---\n{logs.decode(errors='replace')}")
+        return "\n\n".join(sections)
