@@ -263,6 +263,19 @@ def test_no_values_file_holds_a_password():
     assert found == {name: [] for name in found}
 
 
+def test_the_password_check_finds_passwords_planted_in_values():
+    planted = {
+        "postgresql": {"postgresqlPassword": "hunter2", "postgresqlUsername": "dagster"},
+        "deployments": [{"env": [{"name": "SHOP_DB_PASSWORD", "value": "hunter2"}]}],
+        "generatePostgresqlPasswordSecret": False,
+    }
+
+    assert sorted(password_like_values(planted)) == [
+        "deployments[0].env[0].value",
+        "postgresql.postgresqlPassword",
+    ]
+
+
 def test_run_queue_limits_and_retries_mirror_the_local_platform():
     local = instance_config()
     daemon = SYSTEM["dagsterDaemon"]
