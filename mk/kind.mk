@@ -7,7 +7,7 @@ KIND_CONTEXT := kind-$(KIND_CLUSTER)
 
 .PHONY: kind-up
 kind-up: ## Create the kind cluster (kept if it exists)
-	@if kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+	@if [[ " $$(kind get clusters 2>/dev/null | tr '\n' ' ') " == *" $(KIND_CLUSTER) "* ]]; then \
 		echo "==> kind cluster $(KIND_CLUSTER) exists"; \
 	else \
 		echo "==> kind create cluster $(KIND_CLUSTER)"; \
