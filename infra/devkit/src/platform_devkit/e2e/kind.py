@@ -127,7 +127,9 @@ class KindDeployment(Deployment):
     def __enter__(self) -> "KindDeployment":
         if os.environ.get("E2E_KIND_REUSE") != "1":
             self.make("kind-deploy", TAG=self.tag)
-        self.webserver_url = f"http://127.0.0.1:{self.port_forward(f'svc/{WEBSERVER_SERVICE}', 8080)}"
+        # The webserver listens on 8080: a non-root process cannot bind a port below 1024.
+        web_port = self.port_forward(f"svc/{WEBSERVER_SERVICE}", 8080)
+        self.webserver_url = f"http://127.0.0.1:{web_port}"
         pg_port = self.port_forward(f"svc/{POSTGRES_SERVICE}", 5432)
         credentials = self.secret(ADMIN_SECRET)
         self.admin = {
