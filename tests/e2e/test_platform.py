@@ -77,6 +77,8 @@ def test_runs_executed_where_the_driver_says(deployment, settled):
 
 def test_one_code_server_down_leaves_the_other_locations_working(deployment, settled):
     gql = deployment.graphql
+    # Outside Kubernetes a run is a subprocess of its code server: stop servers only when idle.
+    gql.wait_until_settled(settled)
     deployment.stop_location("exports")
     try:
         entries = {name: gql.reload_location(name) for name in location_names()}
@@ -92,6 +94,7 @@ def test_one_code_server_down_leaves_the_other_locations_working(deployment, set
 
 def test_an_upgraded_location_is_reloaded_and_runs_again(deployment, settled):
     gql = deployment.graphql
+    gql.wait_until_settled(settled)  # the ingestion run above may have started dbt again
     before = gql.locations()["transformation"]["versionKey"]
 
     deployment.upgrade_location("transformation")
