@@ -15,6 +15,10 @@ RAW_DATASET = "raw"
 # without a Python loop over rows. CSV needs no extra driver; docs/benchmarks.md compares the
 # loaders against a plain COPY between the databases.
 LOADER_FILE_FORMAT = "csv"
+# The load files live in the run's own temporary folder and are read once, by the same process,
+# so gzip buys nothing: it saves temporary disk only. Compressing and decompressing them was the
+# largest part of a full load (docs/benchmarks.md: 1M orders took twice as long with it).
+UNCOMPRESSED_FILES = {"normalize.data_writer.disable_compression": True}
 
 
 @contextmanager
@@ -26,7 +30,10 @@ def raw_pipeline(name: str, warehouse: PostgresResource) -> Iterator[dlt.Pipelin
     filesystem only need a writable /tmp. Merges go through the staging dataset `raw_staging`,
     which the bootstrap creates for the ingestion role.
     """
-    with tempfile.TemporaryDirectory(prefix="dlt-") as folder:
+    with (
+        tempfile.TemporaryDirectory(prefix="dlt-") as folder,
+        dlt.config.values(UNCOMPRESSED_FILES),
+    ):
         yield dlt.pipeline(
             pipeline_name=name,
             destination=dlt.destinations.postgres(credentials=warehouse.dlt_fields()),
