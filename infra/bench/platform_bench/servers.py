@@ -1,0 +1,121 @@
+"""Code-location start: process start to a healthy gRPC server, and the server's memory.
+
+The clock starts just before `dagster api grpc` is spawned and stops at the first health check
+that answers SERVING. The check is the one `dagster api grpc-health-check` makes (DagsterGrpcClient
+.health_check_query), called in this process every 50 ms: spawning the CLI for each poll would
+cost about as much CPU as the start being measured, on the same two cores.
+"""
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from platform_bench.locations import Location
+from platform_bench.progress import say
+from platform_devkit.postgres import free_port
+
+POLL_SECONDS = 0.05
+START_TIMEOUT = 300
+
+
+@dataclass
+class Start:
+    seconds: float
+    rss_bytes: int
+
+
+def _healthy(port: int) -> bool:
+    from dagster._grpc.client import DagsterGrpcClient
+
+    # The client prints every failed attempt; the polling loop expects many.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return DagsterGrpcClient(port=port, host="127.0.0.1").health_check_query() == "SERVING"
+
+
+def rss_of_tree(pid: int) -> int:
+    """Resident memory of a process and all its children, in bytes."""
+    process = psutil.Process(pid)
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += member.memory_info().rss
+    return total
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def start_once(location: Location, env: dict[str, str], logs: Path) -> Start:
+    """Start the location's server, wait until it is healthy, measure, stop it."""
+    port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{location.name}.log").open("ab") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            location.grpc_command(port),
+            env=location.environment(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            while not _healthy(port):
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"code server {location.name} exited ({process.returncode}); "
+                        f"see {logs / f'{location.name}.log'}"
+                    )
+                if time.perf_counter() - started > START_TIMEOUT:
+                    raise TimeoutError(f"code server {location.name} not healthy in time")
+                time.sleep(POLL_SECONDS)
+            seconds = time.perf_counter() - started
+            rss = rss_of_tree(process.pid)
+        finally:
+            _stop(process)
+    return Start(seconds, rss)
+
+
+def cli_health_check(location: Location, env: dict[str, str], logs: Path) -> str:
+    """Start the server once and confirm it with the CLI itself: `dagster api grpc-health-check`
+    (the check the Helm probes and the e2e drivers use) agrees with the in-process poll."""
+    port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{location.name}.log").open("ab") as log:
+        process = subprocess.Popen(
+            location.grpc_command(port),
+            env=location.environment(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while not _healthy(port) and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+            check = subprocess.run(
+                [str(Path(sys.executable).parent / "dagster"), "api", "grpc-health-check",
+                 "-p", str(port), "--host", "127.0.0.1"],
+                env=location.environment(env), capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+        finally:
+            _stop(process)
+    if check.returncode != 0:
+        raise RuntimeError(f"grpc-health-check failed for {location.name}: {check.stdout}")
+    say(f"  {location.name}: {check.stdout.strip()}")
+    return check.stdout.strip()

@@ -1,0 +1,6 @@
+"""The benchmark harness lives in infra/bench (run with `make bench`, not installed)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra" / "bench"))
