@@ -43,8 +43,8 @@ lint-images: $(HADOLINT) $(SHELLCHECK) ## hadolint the Dockerfiles, shellcheck t
 	@$(SHELLCHECK) infra/docker/*.sh
 
 .PHONY: test-docker
-test-docker: images ## Container tests: each image builds, serves gRPC read-only as non-root, holds no secrets
+test-docker: setup images ## Container tests: each image builds, serves gRPC read-only as non-root, holds no secrets
 	@echo "==> pytest -m docker (tests/images)"
-	@$(UV) run --frozen pytest -m docker tests/images -v --durations=10
+	@$(IMAGE_ENV) $(UV) run --frozen pytest -m docker tests/images -v --durations=10
 
 CI_SLOW += lint-images test-docker
