@@ -21,9 +21,10 @@ from platform_bench import dbt, suites
 from platform_bench.locations import copy_transformation, workspace_locations
 from platform_bench.platform import BenchPlatform
 from platform_bench.progress import load, say, step
-from platform_bench.report import Section, write_json, write_markdown
+from platform_bench.report import Section, read_json, write_json, write_markdown
 from platform_devkit.instance import locations
 from platform_devkit.paths import REPO_ROOT
+from platform_devkit.shop.generator import SIZES
 
 BENCHMARKS = ("start", "dbt-load", "ingestion", "dbt-build", "images")
 
@@ -67,58 +68,96 @@ def _versions() -> str:
     return ", ".join(f"{n} {version(n)}" for n in names)
 
 
+SECTION_ORDER = ("start", "dbt_load", "ingestion", "dbt_build", "images")
+
+
+def _rank(section: Section) -> tuple[int, int]:
+    """Report order: by benchmark, ingestion sizes smallest first."""
+    prefix, _, size = section.key.partition("_")
+    key = section.key if section.key in SECTION_ORDER else prefix
+    return SECTION_ORDER.index(key), SIZES[size].orders if size in SIZES else 0
+
+
+class Report:
+    """The report on disk, rewritten after every section: an error in a later benchmark (a
+    Docker engine gone, a build failing) leaves the earlier figures written. With `merge`,
+    sections of the existing report that this session does not measure are kept."""
+
+    def __init__(self, out: Path, profile: str, repetitions: int, merge: bool) -> None:
+        self.out = out
+        self.sections: list[Section] = []
+        self.kept: list[Section] = []
+        self.started, self.clock, self.load_start = datetime.now(UTC), time.monotonic(), load()
+        self.profile, self.repetitions = profile, repetitions
+        if merge and (out / "benchmarks.json").exists():
+            self.kept = read_json(out / "benchmarks.json")[1]
+
+    def add(self, section: Section) -> None:
+        section.measured_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        self.sections.append(section)
+        self.write()
+
+    def write(self) -> None:
+        measured = {s.key for s in self.sections}
+        everything = sorted(
+            [*(s for s in self.kept if s.key not in measured), *self.sections], key=_rank
+        )
+        meta = {
+            "started": self.started.strftime("%Y-%m-%d %H:%M UTC"),
+            "duration_minutes": (time.monotonic() - self.clock) / 60,
+            "profile": self.profile,
+            "repetitions": self.repetitions,
+            "commit": _commit(),
+            "cpus": os.cpu_count(),
+            "memory_gb": psutil.virtual_memory().total / 2**30,
+            "python": host.python_version(),
+            "versions": _versions(),
+            "load_start": "/".join(f"{v:.1f}" for v in self.load_start),
+            "load_end": "/".join(f"{v:.1f}" for v in load()),
+        }
+        write_json(self.out / "benchmarks.json", meta, everything)
+        write_markdown(self.out / "benchmarks.md", meta, everything)
+        say(f"wrote {self.out / 'benchmarks.md'} and {self.out / 'benchmarks.json'}")
+
+
 def run(
-    profile_name: str, only: set[str], workdir: Path, out: Path, repetitions: int | None
+    profile_name: str,
+    only: set[str],
+    workdir: Path,
+    out: Path,
+    repetitions: int | None,
+    merge: bool = False,
 ) -> list[Section]:
     profile = PROFILES[profile_name]
     reps = repetitions or profile.repetitions
-    started, clock = datetime.now(UTC), time.monotonic()
-    load_start = load()
-    sections: list[Section] = []
+    report = Report(out, profile_name, reps, merge)
     workdir.mkdir(parents=True, exist_ok=True)
     say(f"benchmarks ({profile_name}): {', '.join(b for b in BENCHMARKS if b in only)}; "
         f"{reps} repetitions; work folder {workdir}")  # fmt: skip
-    with BenchPlatform(workdir) as platform:
-        copy = copy_transformation(workdir)
-        subjects = workspace_locations(workdir, copy)
-        transformation = next(loc for loc in subjects if loc.name == "transformation")
-        if only & {"start", "dbt-load", "dbt-build"}:
-            # The copy's defs state must exist before its server starts or it builds.
-            with step("preparing the transformation copy's defs state (dbt parse)"):
-                dbt.prepare_copy(transformation, platform.process_env(), copy)
-        if "start" in only:
-            sections.append(suites.code_location_start(platform, subjects, reps, workdir / "logs"))
-        if "dbt-load" in only:
-            sections.append(suites.dbt_load(platform, transformation, copy, reps))
-        if "ingestion" in only:
-            for i, size in enumerate(profile.ingestion_sizes):
-                last = i == len(profile.ingestion_sizes) - 1
-                sections.append(suites.ingestion_at(platform, size, reps, goals=last))
-        if "dbt-build" in only:
-            sections.append(suites.dbt_build(platform, transformation, profile.dbt_size, reps))
+    if only - {"images"}:
+        with BenchPlatform(workdir) as platform:
+            copy = copy_transformation(workdir)
+            subjects = workspace_locations(workdir, copy)
+            transformation = next(loc for loc in subjects if loc.name == "transformation")
+            if only & {"start", "dbt-load", "dbt-build"}:
+                # The copy's defs state must exist before its server starts or it builds.
+                with step("preparing the transformation copy's defs state (dbt parse)"):
+                    dbt.prepare_copy(transformation, platform.process_env(), copy)
+            if "start" in only:
+                report.add(suites.code_location_start(platform, subjects, reps, workdir / "logs"))
+            if "dbt-load" in only:
+                report.add(suites.dbt_load(platform, transformation, copy, reps))
+            if "ingestion" in only:
+                for i, size in enumerate(profile.ingestion_sizes):
+                    last = i == len(profile.ingestion_sizes) - 1
+                    report.add(suites.ingestion_at(platform, size, reps, goals=last))
+            if "dbt-build" in only:
+                report.add(suites.dbt_build(platform, transformation, profile.dbt_size, reps))
     if "images" in only and profile.images:
         names = [loc["name"] for loc in locations()]
-        sections.append(
-            suites.image_figures(workdir, names, max(profile.cold_builds, 1),
-                                 max(profile.rebuilds, 1))
-        )  # fmt: skip
-    meta = {
-        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "duration_minutes": (time.monotonic() - clock) / 60,
-        "profile": profile_name,
-        "repetitions": reps,
-        "commit": _commit(),
-        "cpus": os.cpu_count(),
-        "memory_gb": psutil.virtual_memory().total / 2**30,
-        "python": host.python_version(),
-        "versions": _versions(),
-        "load_start": "/".join(f"{v:.1f}" for v in load_start),
-        "load_end": "/".join(f"{v:.1f}" for v in load()),
-    }
-    write_json(out / "benchmarks.json", meta, sections)
-    write_markdown(out / "benchmarks.md", meta, sections)
-    say(f"wrote {out / 'benchmarks.md'} and {out / 'benchmarks.json'}")
-    return sections
+        report.add(suites.image_figures(workdir, names, profile.cold_builds, profile.rebuilds))
+    report.write()
+    return report.sections
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,12 +174,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, help="override the profile's (at least 1)")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".local" / "bench")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the sections of the existing report that this run does not measure",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: write benchmarks.md again from the benchmarks.json in --out",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        meta, sections = read_json(args.out / "benchmarks.json")
+        write_markdown(args.out / "benchmarks.md", meta, sections)
+        return 0
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = only - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    sections = run(args.profile, only, args.workdir.resolve(), args.out.resolve(), args.repetitions)
+    sections = run(
+        args.profile,
+        only,
+        args.workdir.resolve(),
+        args.out.resolve(),
+        args.repetitions,
+        args.merge,
+    )
     for section in sections:
         for goal in section.goals:
             verdict = {None: "not measured", True: "met"}.get(goal.met, f"MISSED ({goal.gap})")

@@ -97,7 +97,23 @@ def _created_layers(output: str) -> list[str]:
     return created
 
 
-def build(context: Path, location: str, builds: Builds, no_cache: bool) -> float:
+class BuildError(RuntimeError):
+    """build-image.sh failed; `output` is what it printed."""
+
+    def __init__(self, location: str, output: str) -> None:
+        super().__init__(f"build-image.sh {location} failed:\n{output[-3000:]}")
+        self.output = output
+
+    @property
+    def no_bridge(self) -> bool:
+        """The engine's default bridge is unusable (its interface was removed under it): RUN
+        steps cannot get a network, whatever the Dockerfile."""
+        return "failed to create endpoint" in self.output or "could not find bridge" in self.output
+
+
+def build(
+    context: Path, location: str, builds: Builds, no_cache: bool, extra: tuple[str, ...] = ()
+) -> float:
     """One `build-image.sh <location>` in the context copy; returns its wall time."""
     env = {
         **os.environ,
@@ -105,7 +121,7 @@ def build(context: Path, location: str, builds: Builds, no_cache: bool) -> float
         "IMAGE_TAG": TAG,
         # The copy has no .git; the script labels the image with the checkout's revision.
         "GIT_DIR": str(REPO_ROOT / ".git"),
-        "DOCKER_BUILD_ARGS": "--no-cache" if no_cache else "",
+        "DOCKER_BUILD_ARGS": " ".join([*(["--no-cache"] if no_cache else []), *extra]),
     }
     started = time.perf_counter()
     result = subprocess.run(
@@ -118,9 +134,7 @@ def build(context: Path, location: str, builds: Builds, no_cache: bool) -> float
     builds.created += _created_layers(result.stdout)
     builds.tags |= {f"{REGISTRY}/{location}:{TAG}", f"{REGISTRY}/{location}:latest"}
     if result.returncode != 0:
-        raise RuntimeError(
-            f"build-image.sh {location} failed:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
-        )
+        raise BuildError(location, result.stdout + result.stderr)
     return seconds
 
 
@@ -148,3 +162,19 @@ def base_image(context: Path) -> str:
         capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=True,
     )  # fmt: skip
     return result.stdout.strip()
+
+
+def largest_packages(location: str, top: int = 6) -> dict[str, float]:
+    """MB per installed package in the image's environment, the largest first (what the size
+    is made of)."""
+    result = _docker(
+        "run", "--rm", "--entrypoint", "sh", f"{REGISTRY}/{location}:{TAG}", "-c",
+        "du -sk /app/.venv/lib/python3*/site-packages/* | sort -rn | head -n " + str(top),
+    )  # fmt: skip
+    if result.returncode != 0:
+        return {}
+    sizes = {}
+    for line in result.stdout.splitlines():
+        kib, path = line.split(maxsplit=1)
+        sizes[path.rsplit("/", 1)[-1]] = round(int(kib) / 1024, 1)
+    return sizes

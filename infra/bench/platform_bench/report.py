@@ -23,8 +23,9 @@ class Section:
     notes: list[str] = field(default_factory=list)
     # Load averages (1, 5, 15 min) when the section started and ended.
     load: dict[str, list[float]] = field(default_factory=dict)
-    # Why nothing was measured (no Docker engine, ...), or None.
+    # Why nothing (or not everything) was measured (no Docker engine, ...), or None.
     skipped: str | None = None
+    measured_at: str = ""
 
     def add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
@@ -44,7 +45,31 @@ class Section:
             "notes": self.notes,
             "load": self.load,
             "skipped": self.skipped,
+            "measured_at": self.measured_at,
         }
+
+
+def read_json(path: Path) -> tuple[dict, list[Section]]:
+    """A report written by write_json, back as sections (to render the Markdown again)."""
+    body = json.loads(path.read_text())
+    sections = []
+    for raw in body["sections"]:
+        section = Section(raw["key"], raw["title"], raw["method"])
+        section.figures = [
+            Figure(f["name"], f["unit"], tuple(f["samples"]), f.get("note", ""))
+            for f in raw["figures"]
+        ]
+        section.goals = [
+            Goal(g["name"], g["figure"], g["target"], g["kind"], g["measured"], g.get("note", ""))
+            for g in raw["goals"]
+        ]
+        section.breakdown = raw["breakdown"]
+        section.notes = raw["notes"]
+        section.load = raw["load"]
+        section.skipped = raw["skipped"]
+        section.measured_at = raw.get("measured_at", "")
+        sections.append(section)
+    return body["meta"], sections
 
 
 def write_json(path: Path, meta: dict, sections: list[Section]) -> None:
@@ -135,18 +160,23 @@ def write_markdown(path: Path, meta: dict, sections: list[Section]) -> None:
     for section in sections:
         lines += ["", f"## {section.title}", "", section.method, ""]
         if section.skipped:
-            lines += [f"Not measured: {section.skipped}.", ""]
+            lines += [f"Not measured{' in full' if section.figures else ''}: {section.skipped}", ""]
+        if not section.figures:
             continue
         lines += _figures_table(section.figures)
         if section.breakdown:
-            lines += ["", "Where the time goes (median seconds per phase):", ""]
+            lines += ["", "Where it goes:", ""]
             for name, phases in section.breakdown.items():
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
                 lines.append(f"- {name}: {parts}")
         if section.notes:
             lines += [""] + [f"- {note}" for note in section.notes]
         if section.load:
-            lines += ["", f"Load average during this section: {_load(section.load)}."]
+            when = f"Measured {section.measured_at}; l" if section.measured_at else "L"
+            lines += [
+                "",
+                f"{when}oad average (1/5/15 min) during this section: {_load(section.load)}.",
+            ]
     if ANALYSIS.exists():
         lines += ["", ANALYSIS.read_text().strip()]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -119,3 +119,39 @@ def cli_health_check(location: Location, env: dict[str, str], logs: Path) -> str
         raise RuntimeError(f"grpc-health-check failed for {location.name}: {check.stdout}")
     say(f"  {location.name}: {check.stdout.strip()}")
     return check.stdout.strip()
+
+
+# Loads the location as the server does (import, definitions, asset graph), under -X importtime.
+_PROFILE = """
+import importlib
+module = importlib.import_module({module!r})
+defs = module.defs() if callable(module.defs) else module.defs
+defs.resolve_asset_graph()
+"""
+
+
+def import_profile(location: Location, env: dict[str, str], top: int = 6) -> dict[str, float]:
+    """Where a location's load spends its import time: seconds per top-level package (the sum
+    of its modules' own import times, from `python -X importtime`), the largest first, and the
+    total of all imports. One run, after the measured ones; a profile, not a figure."""
+    result = subprocess.run(
+        [location.python, "-X", "importtime", "-c", _PROFILE.format(module=location.module)],
+        env=location.environment(env),
+        cwd=location.args[1] if location.args[:1] == ("-d",) else None,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"profiling {location.name} failed:\n{result.stderr[-2000:]}")
+    by_package: dict[str, float] = {}
+    for line in result.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+        package = name.split(".")[0]
+        by_package[package] = by_package.get(package, 0.0) + int(self_us) / 1e6
+    largest = sorted(by_package.items(), key=lambda item: item[1], reverse=True)[:top]
+    return {"all imports": round(sum(by_package.values()), 2)} | {
+        name: round(seconds, 2) for name, seconds in largest
+    }

@@ -85,6 +85,11 @@ def code_location_start(
             section.add(
                 Figure(f"{loc.name}: RSS", "MB", tuple(s.rss_bytes / MB for s in runs[loc.name]))
             )
+        with step("code-location start: import-time profile of each location (one run)"):
+            for loc in everyone:
+                section.breakdown[f"{loc.name}, imports by package (s)"] = servers.import_profile(
+                    loc, env
+                )
     return section
 
 
@@ -212,11 +217,19 @@ def ingestion_at(
         )
         section.add(Figure("re-run with nothing changed: time", "s", tuple(seconds["noop"])))
         section.breakdown = {
-            "product, full load": median_phases([r.phases for r in runs["product"]]),
-            "product, incremental": median_phases([r.phases for r in runs["incremental"]]),
-            "product, nothing changed": median_phases([r.phases for r in runs["noop"]]),
-            "COPY through staging": median_phases([r.phases for r in runs["staged"]]),
-            "pandas": median_phases([r.phases for r in runs["pandas"]]),
+            "product, full load (s, median per step)": median_phases(
+                [r.phases for r in runs["product"]]
+            ),
+            "product, incremental (s, median per step)": median_phases(
+                [r.phases for r in runs["incremental"]]
+            ),
+            "product, nothing changed (s, median per step)": median_phases(
+                [r.phases for r in runs["noop"]]
+            ),
+            "COPY through staging (s, median per step)": median_phases(
+                [r.phases for r in runs["staged"]]
+            ),
+            "pandas (s, median per step)": median_phases([r.phases for r in runs["pandas"]]),
         }
         suffix = f" at {label}"
         if goals:
@@ -327,18 +340,40 @@ def image_figures(
         context = images.copy_context(workdir / "image-context")
         say(f"images: base image {images.base_image(context)}")
         builds = images.Builds()
+        extra: tuple[str, ...] = ()
+
+        def build(location: str, no_cache: bool) -> float:
+            nonlocal extra
+            try:
+                return images.build(context, location, builds, no_cache, extra)
+            except images.BuildError as error:
+                if not error.no_bridge or extra:
+                    raise
+                extra = ("--network", "host")
+                section.notes.append(
+                    "The Docker engine's default bridge was unusable during this session (its "
+                    "interface had been removed under the running engine), so RUN steps could "
+                    "not get a network; the builds ran with `--network host` "
+                    "(DOCKER_BUILD_ARGS), which changes nothing in the images."
+                )
+                say("  the default bridge is gone: building with --network host")
+                return images.build(context, location, builds, no_cache, extra)
+
         try:
             for location in locations:
-                cold, rebuild = [], []
+                cold, rebuild, sizes = [], [], []
                 for rep in range(cold_repetitions):
                     with step(f"  image {location}: cold build {rep + 1}/{cold_repetitions}"):
-                        cold.append(images.build(context, location, builds, no_cache=True))
-                size = images.image_size(location)
+                        cold.append(build(location, no_cache=True))
+                    sizes.append(images.image_size(location) / MB)
+                section.breakdown[f"{location}, largest packages (MB)"] = images.largest_packages(
+                    location
+                )
                 for rep in range(rebuild_repetitions):
                     images.change_code(context, location, rep)
                     with step(f"  image {location}: code-only rebuild {rep + 1}"):
-                        rebuild.append(images.build(context, location, builds, no_cache=False))
-                size_fig = section.add(Figure(f"{location}: image size", "MB", (size / MB,)))
+                        rebuild.append(build(location, no_cache=False))
+                size_fig = section.add(Figure(f"{location}: image size", "MB", tuple(sizes)))
                 section.add(Figure(f"{location}: cold build", "s", tuple(cold)))
                 rebuild_fig = section.add(
                     Figure(f"{location}: code-only rebuild", "s", tuple(rebuild))
@@ -348,6 +383,10 @@ def image_figures(
                     Goal(f"{location} code-only rebuild", rebuild_fig.name, 15, "max",
                          rebuild_fig.median),
                 ]  # fmt: skip
+        except images.BuildError as error:
+            # The other sections stand; this one says why it has no (or only some) figures.
+            section.skipped = f"a build failed: {str(error).splitlines()[-1][:300]}"
+            say(f"images: {error}")
         finally:
             with step("images: removing the images and layers the benchmark built"):
                 builds.remove()
