@@ -40,6 +40,7 @@ fi
 say "cannot pull $base; building the stand-in $local_base with debootstrap ($suite, $mirror)"
 if ! command -v debootstrap >/dev/null 2>&1; then
   say "installing debootstrap (apt-get)"
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
 
