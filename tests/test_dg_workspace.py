@@ -75,6 +75,8 @@ def test_dg_list_defs_shows_the_ingestion_assets_with_their_keys(listed):
 def test_every_asset_has_kinds_group_team_owner_tags_and_a_one_line_description(listed):
     for location, defs in listed.items():
         for asset in defs["assets"]:
+            if not asset["is_executable"]:
+                continue  # another location's asset, referenced here (dbt sources -> raw/*)
             where = f"{location}:{asset['asset_key']}"
             assert asset["kinds"], where
             assert asset["group_name"] not in (None, "", "default"), where

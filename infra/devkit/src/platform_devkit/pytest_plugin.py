@@ -100,6 +100,18 @@ class PlatformUnderTest:
         return self.source().seed(SIZES[size], size_name=size, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def _keep_working_directory(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Run every test in the directory pytest was started from. dbt moves the process into the
+    project it runs (dbt.task.base), for an in-process run the copy in the defs state; a later
+    refresh of that state (dg, the devkit) replaces the folder and would leave every following
+    test in a deleted directory."""
+    home = request.config.invocation_params.dir
+    os.chdir(home)
+    yield
+    os.chdir(home)
+
+
 @pytest.fixture(scope="session")
 def test_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformUnderTest]:
     """One embedded PostgreSQL for the session, bootstrapped, with a Dagster home."""

@@ -1,5 +1,7 @@
 """Helpers for tests of any code location: run its assets in process, read what a run recorded."""
 
+import os
+
 import dagster as dg
 
 
@@ -12,14 +14,19 @@ def materialize(
 ) -> dg.ExecuteInProcessResult:
     """Materialise asset keys ("raw/orders") and their checks with the location's resources."""
     selection = dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(k) for k in keys])
-    return dg.materialize(
-        assets=[*defs.assets, *defs.asset_checks],
-        selection=selection,
-        resources=defs.resources,
-        partition_key=partition_key,
-        instance=instance or dg.DagsterInstance.ephemeral(),
-        **kwargs,
-    )
+    # dbt, run in process, moves into its project folder; stay where the caller was.
+    working_directory = os.getcwd()
+    try:
+        return dg.materialize(
+            assets=[*defs.assets, *defs.asset_checks],
+            selection=selection,
+            resources=defs.resources,
+            partition_key=partition_key,
+            instance=instance or dg.DagsterInstance.ephemeral(),
+            **kwargs,
+        )
+    finally:
+        os.chdir(working_directory)
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
