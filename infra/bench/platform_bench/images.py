@@ -111,10 +111,22 @@ class BuildError(RuntimeError):
         return "failed to create endpoint" in self.output or "could not find bridge" in self.output
 
 
+@dataclass
+class Built:
+    seconds: float
+    # "Step 18/26 COPY --from=builder ..." -> seconds, from the builder's own progress lines.
+    steps: dict[str, float]
+
+    def slowest(self, top: int = 4) -> dict[str, float]:
+        ranked = sorted(self.steps.items(), key=lambda item: item[1], reverse=True)[:top]
+        return {name: round(seconds, 1) for name, seconds in ranked}
+
+
 def build(
     context: Path, location: str, builds: Builds, no_cache: bool, extra: tuple[str, ...] = ()
-) -> float:
-    """One `build-image.sh <location>` in the context copy; returns its wall time."""
+) -> Built:
+    """One `build-image.sh <location>` in the context copy: its wall time, and each build
+    step's (timed from the moment the builder prints it to the next one)."""
     env = {
         **os.environ,
         "REGISTRY": REGISTRY,
@@ -123,19 +135,30 @@ def build(
         "GIT_DIR": str(REPO_ROOT / ".git"),
         "DOCKER_BUILD_ARGS": " ".join([*(["--no-cache"] if no_cache else []), *extra]),
     }
+    steps: dict[str, float] = {}
+    current, since = "before the first step (context upload)", time.perf_counter()
+    output: list[str] = []
     started = time.perf_counter()
-    result = subprocess.run(
+    with subprocess.Popen(
         [str(context / "infra" / "docker" / "build-image.sh"), location],
-        cwd=context, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-    )  # fmt: skip
+        cwd=context, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as process:  # fmt: skip
+        for line in process.stdout:
+            output.append(line)
+            if _STEP.match(line) or line.startswith("==> built"):
+                now = time.perf_counter()
+                steps[current] = steps.get(current, 0.0) + now - since
+                current, since = " ".join(line.split())[:90], now
+        returncode = process.wait(BUILD_TIMEOUT)
     seconds = time.perf_counter() - started
+    text = "".join(output)
     with (context.parent / f"build-{location}.log").open("a") as log:
-        log.write(result.stdout + result.stderr)
-    builds.created += _created_layers(result.stdout)
+        log.write(text)
+    builds.created += _created_layers(text)
     builds.tags |= {f"{REGISTRY}/{location}:{TAG}", f"{REGISTRY}/{location}:latest"}
-    if result.returncode != 0:
-        raise BuildError(location, result.stdout + result.stderr)
-    return seconds
+    if returncode != 0:
+        raise BuildError(location, text)
+    return Built(seconds, steps)
 
 
 def image_size(location: str) -> int:

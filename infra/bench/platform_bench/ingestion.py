@@ -192,22 +192,9 @@ class Loads:
         return self.platform.query(f"SELECT count(*) FROM raw.{table}")[0][0]
 
     def touch(self, fraction: float) -> int:
-        """Change `fraction` of the orders in the source, as an application would: a new
-        updated_at (later than any before) on every order whose id is a multiple of 1/fraction.
-
-        The generator's ShopSource.touch() means to do this, but its `%` in a query with
-        parameters is not escaped for psycopg2 and it fails (IndexError); same statement here.
-        """
-        modulus = max(1, round(1 / fraction))
-        with self.platform.connect(None, self.platform.shop_db) as conn, conn.cursor() as cur:
-            cur.execute(
-                "UPDATE orders SET updated_at = (SELECT max(updated_at) FROM orders) "
-                "+ interval '1 second' WHERE order_id %% %s = 0",
-                (modulus,),
-            )
-            touched = cur.rowcount
-            cur.execute("VACUUM ANALYZE orders")
-        return touched
+        """Change `fraction` of the source orders as an application would (a later
+        updated_at on every order whose id is a multiple of 1/fraction)."""
+        return self.platform.source().touch("orders", "order_id", fraction)
 
 
 def dlt_phases(pipeline: object, total: float) -> dict[str, float]:

@@ -104,3 +104,21 @@ def test_a_million_orders_are_written_with_copy(platform_env):
 
     assert delivery.rows["orders"] == 50_000
     assert len(delivery.files) == 10
+
+
+def test_touch_changes_the_fraction_of_rows_it_says(platform_env):
+    platform_env.seed()
+    shop = platform_env.env["SHOP_DB_NAME"]
+    before = platform_env.query("SELECT max(updated_at) FROM orders", database=shop)[0][0]
+
+    changed = platform_env.source().touch("orders", "order_id", 0.01)
+
+    later = platform_env.query(
+        "SELECT count(*), bool_and(order_id %% 100 = 0) FROM orders WHERE updated_at > %s",
+        database=shop,
+        params=(before,),
+    )[0]
+    assert changed == later[0] == SIZES["tiny"].orders // 100
+    assert later[1] is True
+    with pytest.raises(ValueError, match="fraction"):
+        platform_env.source().touch("orders", "order_id", 0)

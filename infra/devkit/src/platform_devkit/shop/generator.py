@@ -318,17 +318,31 @@ class ShopSource:
         return delivery
 
     def touch(self, table: str, key: str, fraction: float) -> int:
-        """Mark a deterministic `fraction` of a table's rows as changed (for benchmarks)."""
+        """Change a deterministic `fraction` of a table's rows as an application would: a new
+        `updated_at`, later than any before, on every row whose `key` is a multiple of
+        1/fraction. Returns the number of rows changed (for benchmarks and tests)."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         modulus = max(1, round(1 / fraction))
         with self._shop() as cur:
+            # `%%`: the statement has parameters, so a literal modulo operator is escaped.
             cur.execute(
                 sql.SQL(
                     "UPDATE {t} SET updated_at = (SELECT max(updated_at) FROM {t}) "
-                    "+ interval '1 second' WHERE {k} % %s = 0"
+                    "+ interval '1 second' WHERE {k} %% %s = 0"
                 ).format(t=sql.Identifier(table), k=sql.Identifier(key)),
                 (modulus,),
             )
-            return cur.rowcount
+            changed = cur.rowcount
+        # Fresh statistics, as autovacuum would give a real source soon after such an update.
+        conn = self._connect(self.database)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+        finally:
+            conn.close()
+        return changed
 
     # -- row generation ---------------------------------------------------------------------
     @staticmethod
