@@ -319,8 +319,8 @@ class ShopSource:
 
     def touch(self, table: str, key: str, fraction: float) -> int:
         """Change a deterministic `fraction` of a table's rows as an application would: a new
-        `updated_at`, later than any before, on every row whose `key` is a multiple of
-        1/fraction. Returns the number of rows changed (for benchmarks and tests)."""
+        `updated_at`, later than any before and distinct per row, on every row whose `key` is a
+        multiple of 1/fraction. Returns the number of rows changed (for benchmarks and tests)."""
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         modulus = max(1, round(1 / fraction))
@@ -329,7 +329,7 @@ class ShopSource:
             cur.execute(
                 sql.SQL(
                     "UPDATE {t} SET updated_at = (SELECT max(updated_at) FROM {t}) "
-                    "+ interval '1 second' WHERE {k} %% %s = 0"
+                    "+ interval '1 second' + {k} * interval '1 microsecond' WHERE {k} %% %s = 0"
                 ).format(t=sql.Identifier(table), k=sql.Identifier(key)),
                 (modulus,),
             )

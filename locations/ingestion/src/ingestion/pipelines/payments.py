@@ -18,7 +18,7 @@ from ingestion.defs.payments.assets import (
 )
 from ingestion.defs.payments.files import ValidatedRows, list_landing, read_text, validate
 from ingestion.defs.resources import PaymentLanding, PostgresResource
-from ingestion.pipelines.raw import LOADER_FILE_FORMAT, raw_pipeline
+from ingestion.pipelines.raw import SMALL_FILE_FORMAT, raw_pipeline
 
 PIPELINE_NAME = "payment_files_to_raw"
 
@@ -138,7 +138,7 @@ def load_payment_files(
                 dlt_source=payment_files_source(rows),
                 dlt_pipeline=pipeline,
                 dagster_dlt_translator=PaymentsTranslator(),
-                loader_file_format=LOADER_FILE_FORMAT,
+                loader_file_format=SMALL_FILE_FORMAT,
             )
         )
     good_days = {r["file_date"] for r in rows.good}

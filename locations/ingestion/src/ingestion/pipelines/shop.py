@@ -13,7 +13,7 @@ from psycopg2 import sql
 
 from ingestion.defs.resources import PostgresResource
 from ingestion.defs.shop.assets import CURSOR_COLUMN, SHOP_SPECS, SHOP_TABLES
-from ingestion.pipelines.raw import LOADER_FILE_FORMAT, raw_pipeline
+from ingestion.pipelines.raw import BULK_FILE_FORMAT, raw_pipeline
 
 PIPELINE_NAME = "shop_to_raw"
 
@@ -72,7 +72,7 @@ def load_shop_tables(
                 dlt_source=shop_source(shop_db),
                 dlt_pipeline=pipeline,
                 dagster_dlt_translator=ShopTranslator(),
-                loader_file_format=LOADER_FILE_FORMAT,
+                loader_file_format=BULK_FILE_FORMAT,
             )
         )
     # Counted here rather than with dagster-dlt's fetch_row_count(), which fails on a run that
