@@ -1,7 +1,8 @@
 """Loading the shop's orders table from the source database into the warehouse, three ways.
 
 - the product: `raw/orders` materialised through Dagster with the ingestion location's own
-  definitions (dlt, ConnectorX extraction into Arrow, Parquet loaded by binary COPY, merge on the key);
+  definitions (dlt, ConnectorX extraction into Arrow, Parquet loaded by binary COPY, merge on
+  the key);
 - the limit: `COPY (SELECT ...) TO STDOUT` on the source piped into `COPY ... FROM STDIN` on
   the warehouse, binary format, two threads and a pipe: no parsing, no client-side work;
 - the hand-written load: pandas `read_sql` + `to_sql`, as people write it.
