@@ -6,7 +6,6 @@ from decimal import Decimal
 
 import dagster as dg
 
-from exports.defs.report.chart import revenue_chart
 from exports.defs.resources import ExportStore, Warehouse
 
 REPORT_DAYS = 30
@@ -66,6 +65,8 @@ def daily_revenue_report(
             (first, last),
         )
         rows = cur.fetchall()
+
+    from exports.charts import revenue_chart  # at run time: see exports/charts.py
 
     png = revenue_chart([r[0] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
     summary = _summary(rows)

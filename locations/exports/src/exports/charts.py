@@ -1,4 +1,9 @@
-"""The daily revenue chart: a PNG that says its own date range (title and PNG text chunks)."""
+"""The daily revenue chart: a PNG that says its own date range (title and PNG text chunks).
+
+Outside `defs/` and imported by the report asset when it runs: the defs loader imports every
+module under `defs/`, and matplotlib's import was a fifth of the code server's start-up
+(docs/benchmarks.md); servers that only serve definitions never need it.
+"""
 
 import io
 from datetime import date
