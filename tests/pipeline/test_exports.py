@@ -188,7 +188,7 @@ def test_rerunning_the_exports_replaces_and_never_duplicates(platform_env, locat
 def test_a_failure_in_the_middle_of_a_write_leaves_the_previous_snapshot(
     platform_env, location_defs, monkeypatch
 ):
-    from exports.defs.snapshots import assets as snapshots
+    from exports import parquet
 
     build_marts(platform_env, location_defs)
     exports = location_defs["exports"]
@@ -197,7 +197,7 @@ def test_a_failure_in_the_middle_of_a_write_leaves_the_previous_snapshot(
     previous_bytes = previous.read_bytes()
     platform_env.query("UPDATE marts.fct_orders SET status = 'shipped' RETURNING 1")
 
-    real_query_batches = snapshots.query_batches
+    real_query_batches = parquet.query_batches
 
     def connection_lost_after_the_first_batch(conn, query, params=None):
         schema, batches = real_query_batches(conn, query, params)
@@ -208,7 +208,7 @@ def test_a_failure_in_the_middle_of_a_write_leaves_the_previous_snapshot(
 
         return schema, failing()
 
-    monkeypatch.setattr(snapshots, "query_batches", connection_lost_after_the_first_batch)
+    monkeypatch.setattr(parquet, "query_batches", connection_lost_after_the_first_batch)
     result = materialize(exports, ["snapshots/fct_orders"], raise_on_error=False)
 
     assert not result.success

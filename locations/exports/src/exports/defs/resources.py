@@ -6,11 +6,13 @@ with a message naming the variable.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import psycopg2
 
-from exports.storage import ExportArea
+if TYPE_CHECKING:
+    from exports.storage import ExportArea
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -46,7 +48,10 @@ class ExportStore(dg.ConfigurableResource):
 
     url: str
 
-    def area(self) -> ExportArea:
+    def area(self) -> "ExportArea":
+        # fsspec is imported when a run writes, not when a code server loads the definitions.
+        from exports.storage import ExportArea
+
         return ExportArea(self.url)
 
 

@@ -3,14 +3,9 @@
 from dataclasses import dataclass
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from psycopg2 import sql
 
 from exports.defs.resources import ExportStore, Warehouse
-from exports.defs.snapshots.arrow import query_batches, write_parquet
-from exports.storage import ExportArea
 
 ROWS_CHECK = "rows_equal_mart"
 
@@ -50,29 +45,6 @@ SNAPSHOTS = [
 ]
 
 
-def _write_whole(snapshot: Snapshot, conn, area: ExportArea) -> tuple[pa.Schema, int, list[str]]:
-    schema, batches = query_batches(conn, snapshot.query())
-    with area.atomic_write(snapshot.file()) as out:
-        rows = write_parquet(out, schema, batches)
-    return schema, rows, [snapshot.file()]
-
-
-def _write_by_day(snapshot: Snapshot, conn, area: ExportArea) -> tuple[pa.Schema, int, list[str]]:
-    schema, batches = query_batches(conn, snapshot.query())
-    table = pa.Table.from_batches(list(batches), schema=schema)
-    days = table.column(snapshot.by_day)
-    written = []
-    for day in days.unique().to_pylist():
-        with area.atomic_write(snapshot.file(day)) as out:
-            write_parquet(out, schema, iter(table.filter(pc.equal(days, day)).to_batches()))
-        written.append(snapshot.file(day))
-    # A day that left the mart leaves the export too, but only after every current day is in
-    # place: a reader never finds fewer days than before in the middle of a refresh.
-    for stale in set(area.list(snapshot.folder)) - set(written):
-        area.remove(stale)
-    return schema, table.num_rows, written
-
-
 def snapshot_asset(snapshot: Snapshot) -> dg.AssetsDefinition:
     layout = ", one file per day" if snapshot.by_day else ""
 
@@ -89,8 +61,10 @@ def snapshot_asset(snapshot: Snapshot) -> dg.AssetsDefinition:
     def _snapshot(
         context: dg.AssetExecutionContext, warehouse: Warehouse, export_store: ExportStore
     ) -> dg.MaterializeResult:
+        from exports.parquet import write_by_day, write_whole  # at run time: see exports/parquet.py
+
         area = export_store.area()
-        write = _write_by_day if snapshot.by_day else _write_whole
+        write = write_by_day if snapshot.by_day else write_whole
         with warehouse.connect() as conn:
             schema, rows, files = write(snapshot, conn, area)
         context.log.info(f"marts.{snapshot.mart}: {rows} rows in {len(files)} file(s)")
@@ -115,12 +89,9 @@ def snapshot_rows_check(snapshot: Snapshot) -> dg.AssetChecksDefinition:
         description=f"The snapshot's files hold as many rows as marts.{snapshot.mart}.",
     )
     def _rows(warehouse: Warehouse, export_store: ExportStore) -> dg.AssetCheckResult:
-        area = export_store.area()
-        files = [f for f in area.list(snapshot.folder) if f.endswith(".parquet")]
-        exported = 0
-        for path in files:
-            with area.open(path) as handle:
-                exported += pq.read_metadata(handle).num_rows
+        from exports.parquet import rows_in_files  # at run time: see exports/parquet.py
+
+        exported, files = rows_in_files(export_store.area(), snapshot.folder)
         with warehouse.connect() as conn, conn.cursor() as cur:
             cur.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("marts", snapshot.mart))
@@ -128,7 +99,7 @@ def snapshot_rows_check(snapshot: Snapshot) -> dg.AssetChecksDefinition:
             (in_mart,) = cur.fetchone()
         return dg.AssetCheckResult(
             passed=exported == in_mart,
-            metadata={"exported_rows": exported, "mart_rows": in_mart, "files": len(files)},
+            metadata={"exported_rows": exported, "mart_rows": in_mart, "files": files},
         )
 
     return _rows

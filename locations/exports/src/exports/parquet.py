@@ -1,10 +1,24 @@
-"""Stream a query result from PostgreSQL into Parquet with types kept (numeric stays decimal,
-timestamptz stays a UTC timestamp), in bounded memory."""
+"""Snapshot files: a query result streamed from PostgreSQL into Parquet with types kept
+(numeric stays decimal, timestamptz stays a UTC timestamp), in bounded memory, and written to
+the export area so that readers never see a partial file.
+
+Outside `defs/` and imported by the snapshot assets and checks when they run: the defs loader
+imports every module under `defs/`, and pyarrow (with numpy) has no part in serving
+definitions (docs/benchmarks.md, code-location start).
+"""
+
+from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from exports.defs.snapshots.assets import Snapshot
+    from exports.storage import ExportArea
 
 BATCH_ROWS = 50_000
 
@@ -78,3 +92,38 @@ def write_parquet(out, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> 
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows
+
+
+def write_whole(snapshot: Snapshot, conn, area: ExportArea) -> tuple[pa.Schema, int, list[str]]:
+    """The mart in one file."""
+    schema, batches = query_batches(conn, snapshot.query())
+    with area.atomic_write(snapshot.file()) as out:
+        rows = write_parquet(out, schema, batches)
+    return schema, rows, [snapshot.file()]
+
+
+def write_by_day(snapshot: Snapshot, conn, area: ExportArea) -> tuple[pa.Schema, int, list[str]]:
+    """One file per day of the mart; days no longer in the mart are removed last."""
+    schema, batches = query_batches(conn, snapshot.query())
+    table = pa.Table.from_batches(list(batches), schema=schema)
+    days = table.column(snapshot.by_day)
+    written = []
+    for day in days.unique().to_pylist():
+        with area.atomic_write(snapshot.file(day)) as out:
+            write_parquet(out, schema, iter(table.filter(pc.equal(days, day)).to_batches()))
+        written.append(snapshot.file(day))
+    # A day that left the mart leaves the export too, but only after every current day is in
+    # place: a reader never finds fewer days than before in the middle of a refresh.
+    for stale in set(area.list(snapshot.folder)) - set(written):
+        area.remove(stale)
+    return schema, table.num_rows, written
+
+
+def rows_in_files(area: ExportArea, folder: str) -> tuple[int, int]:
+    """Rows in the Parquet files under `folder` (read from their footers) and the file count."""
+    files = [f for f in area.list(folder) if f.endswith(".parquet")]
+    rows = 0
+    for path in files:
+        with area.open(path) as handle:
+            rows += pq.read_metadata(handle).num_rows
+    return rows, len(files)
