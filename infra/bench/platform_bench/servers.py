@@ -61,33 +61,39 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def start_once(location: Location, env: dict[str, str], logs: Path) -> Start:
-    """Start the location's server, wait until it is healthy, measure, stop it."""
-    port = free_port()
+def _spawn(location: Location, env: dict[str, str], logs: Path, port: int) -> subprocess.Popen:
+    """The location's `dagster api grpc` on `port`, in its own process group, output appended to
+    logs/<location>.log."""
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{location.name}.log").open("ab") as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(
+        return subprocess.Popen(
             location.grpc_command(port),
             env=location.environment(env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        try:
-            while not _healthy(port):
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"code server {location.name} exited ({process.returncode}); "
-                        f"see {logs / f'{location.name}.log'}"
-                    )
-                if time.perf_counter() - started > START_TIMEOUT:
-                    raise TimeoutError(f"code server {location.name} not healthy in time")
-                time.sleep(POLL_SECONDS)
-            seconds = time.perf_counter() - started
-            rss = rss_of_tree(process.pid)
-        finally:
-            _stop(process)
+
+
+def start_once(location: Location, env: dict[str, str], logs: Path) -> Start:
+    """Start the location's server, wait until it is healthy, measure, stop it."""
+    port = free_port()
+    started = time.perf_counter()
+    process = _spawn(location, env, logs, port)
+    try:
+        while not _healthy(port):
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"code server {location.name} exited ({process.returncode}); "
+                    f"see {logs / f'{location.name}.log'}"
+                )
+            if time.perf_counter() - started > START_TIMEOUT:
+                raise TimeoutError(f"code server {location.name} not healthy in time")
+            time.sleep(POLL_SECONDS)
+        seconds = time.perf_counter() - started
+        rss = rss_of_tree(process.pid)
+    finally:
+        _stop(process)
     return Start(seconds, rss)
 
 
@@ -95,26 +101,18 @@ def cli_health_check(location: Location, env: dict[str, str], logs: Path) -> str
     """Start the server once and confirm it with the CLI itself: `dagster api grpc-health-check`
     (the check the Helm probes and the e2e drivers use) agrees with the in-process poll."""
     port = free_port()
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / f"{location.name}.log").open("ab") as log:
-        process = subprocess.Popen(
-            location.grpc_command(port),
-            env=location.environment(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while not _healthy(port) and time.monotonic() < deadline:
-                time.sleep(POLL_SECONDS)
-            check = subprocess.run(
-                [str(Path(sys.executable).parent / "dagster"), "api", "grpc-health-check",
-                 "-p", str(port), "--host", "127.0.0.1"],
-                env=location.environment(env), capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-        finally:
-            _stop(process)
+    process = _spawn(location, env, logs, port)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _healthy(port) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+        check = subprocess.run(
+            [str(Path(sys.executable).parent / "dagster"), "api", "grpc-health-check",
+             "-p", str(port), "--host", "127.0.0.1"],
+            env=location.environment(env), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        _stop(process)
     if check.returncode != 0:
         raise RuntimeError(f"grpc-health-check failed for {location.name}: {check.stdout}")
     say(f"  {location.name}: {check.stdout.strip()}")
