@@ -146,8 +146,9 @@ def write_markdown(path: Path, meta: dict, sections: list[Section]) -> None:
         f"- Machine: {meta['cpus']} CPUs, {meta['memory_gb']:.0f} GiB, Python {meta['python']}; "
         f"{meta['versions']}",
         f"- Load average (1/5/15 min) at start {meta['load_start']}, at end {meta['load_end']}: "
-        "the machine was shared with other jobs, so absolute times carry their noise; the "
-        "ratios, measured in the same run, are what the goals compare.",
+        "absolute times carry the machine's noise (a load near or above its CPU count means "
+        "other work ran beside the benchmarks); the ratios, measured in the same run, are what "
+        "the goals compare.",
         "",
         "## Goals",
         "",
