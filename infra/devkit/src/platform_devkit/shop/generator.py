@@ -148,27 +148,34 @@ class ShopSource:
         finally:
             conn.close()
 
-    # -- structure ----------------------------------------------------------------------------
-    def create(self) -> None:
-        """Create the database, its tables and the read-only role ingestion uses (idempotent)."""
-        conn = self._connect("postgres")
+    @contextmanager
+    def _autocommit(self, database: str) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor outside any transaction, for statements that cannot run in one
+        (CREATE DATABASE, VACUUM)."""
+        conn = self._connect(database)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
-                if cur.fetchone() is None:
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
-                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.reader_user,))
-                if cur.fetchone() is None:
-                    cur.execute(
-                        sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(self.reader_user))
-                    )
-                cur.execute(
-                    sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(self.reader_user)),
-                    (self.reader_password,),
-                )
+                yield cur
         finally:
             conn.close()
+
+    # -- structure ----------------------------------------------------------------------------
+    def create(self) -> None:
+        """Create the database, its tables and the read-only role ingestion uses (idempotent)."""
+        with self._autocommit("postgres") as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.reader_user,))
+            if cur.fetchone() is None:
+                cur.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(self.reader_user))
+                )
+            cur.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(self.reader_user)),
+                (self.reader_password,),
+            )
         reader = sql.Identifier(self.reader_user)
         with self._shop() as cur:
             cur.execute(files(__package__).joinpath("schema.sql").read_text())
@@ -335,13 +342,8 @@ class ShopSource:
             )
             changed = cur.rowcount
         # Fresh statistics, as autovacuum would give a real source soon after such an update.
-        conn = self._connect(self.database)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
-        finally:
-            conn.close()
+        with self._autocommit(self.database) as cur:
+            cur.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
         return changed
 
     # -- row generation ---------------------------------------------------------------------
