@@ -12,6 +12,13 @@ export UV_LINK_MODE := copy
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
+# One definition each, used by every layer: the code locations (dg.toml order, upstream first),
+# the registry their images are named under, and the image tag that `make images` builds and
+# `make deploy` deploys (the git short sha; immutable, so a node never runs a stale :latest).
+LOCATIONS := $(shell python3 -c 'import tomllib; print(" ".join(p["path"].split("/")[-1] for p in tomllib.load(open("dg.toml", "rb"))["workspace"]["projects"]))')
+REGISTRY ?= data-platform
+TAG ?= $(shell git rev-parse --short HEAD)
+
 # Layers with their own targets, one file each: images (mk/images.mk), deployment
 # (mk/deploy.mk), end-to-end (mk/e2e.mk), benchmarks (mk/bench.mk). Each may add to
 # CI_TOOLS (installed before the tests, so e.g. helm-backed tests run) and CI_SLOW (run after
@@ -43,7 +50,7 @@ run: setup ## Headless: materialise every asset of every location in order, prin
 	@$(UV) run --frozen devkit run
 
 .PHONY: test
-test: setup ## Unit and integration tests on an embedded PostgreSQL (needs only Python)
+test: setup tools ## Unit and integration tests on an embedded PostgreSQL (needs only Python)
 	@echo "==> pytest (unit + integration)"
 	@$(UV) run --frozen pytest -m "not docker and not kind and not e2e" --durations=10
 

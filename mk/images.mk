@@ -1,12 +1,8 @@
 # Container images: one per code location, built from the repository root (docs/images.md).
-# Tags: $(REGISTRY)/<location>:$(IMAGE_TAG) and :latest. Scripts live in infra/docker/.
+# Tags: $(REGISTRY)/<location>:$(TAG) and :latest (Makefile). Scripts live in infra/docker/.
 
-REGISTRY ?= data-platform
-IMAGE_TAG ?= $(shell git rev-parse --short HEAD)
 BASE_IMAGE ?= python:3.11-slim-bookworm
-# Every code location of the workspace, in dg.toml order.
-IMAGE_LOCATIONS := $(shell python3 -c 'import tomllib; print(" ".join(p["path"].split("/")[-1] for p in tomllib.load(open("dg.toml", "rb"))["workspace"]["projects"]))')
-IMAGE_ENV = REGISTRY=$(REGISTRY) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$(BASE_IMAGE)
+IMAGE_ENV = REGISTRY=$(REGISTRY) IMAGE_TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE)
 
 HADOLINT := $(TOOLS_BIN)/hadolint
 SHELLCHECK := $(TOOLS_BIN)/shellcheck
@@ -21,13 +17,13 @@ base-image: docker-engine ## Make sure BASE_IMAGE is present, else build a deboo
 
 .PHONY: images
 images: docker-engine ## Build every location's image (data-platform/<location>:<git sha> and :latest)
-	@for location in $(IMAGE_LOCATIONS); do \
+	@for location in $(LOCATIONS); do \
 		$(IMAGE_ENV) infra/docker/build-image.sh "$$location"; \
 	done
 
 .PHONY: image
 image: docker-engine ## Build one location's image: make image LOCATION=<name>
-	@test -n "$(LOCATION)" || { echo "usage: make image LOCATION=<one of: $(IMAGE_LOCATIONS)>"; exit 1; }
+	@test -n "$(LOCATION)" || { echo "usage: make image LOCATION=<one of: $(LOCATIONS)>"; exit 1; }
 	@$(IMAGE_ENV) infra/docker/build-image.sh "$(LOCATION)"
 
 $(HADOLINT) $(SHELLCHECK) &:

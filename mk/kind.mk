@@ -1,34 +1,24 @@
 # A local Kubernetes cluster with kind (infra/kind/cluster.yaml) for the kind e2e driver.
 # kind needs privileged containers: it runs in GitHub Actions (.github/workflows/e2e-kind.yml)
-# and on laptops, not on the CI machines of .ci/run.
+# and on laptops, not on the CI machines of .ci/run. Commands: platform_devkit/deploy/plan.py.
 
 KIND_CLUSTER ?= data-platform
-KIND_CONTEXT := kind-$(KIND_CLUSTER)
+# The kind release whose node image infra/kind/cluster.yaml pins (by digest; the image must be
+# one built for this release). The workflow installs exactly this version.
+KIND_VERSION := v0.27.0
 
 .PHONY: kind-up
-kind-up: ## Create the kind cluster (kept if it exists)
-	@if [[ " $$(kind get clusters 2>/dev/null | tr '\n' ' ') " == *" $(KIND_CLUSTER) "* ]]; then \
-		echo "==> kind cluster $(KIND_CLUSTER) exists"; \
-	else \
-		echo "==> kind create cluster $(KIND_CLUSTER)"; \
-		kind create cluster --name $(KIND_CLUSTER) --config infra/kind/cluster.yaml --wait 180s; \
-	fi
+kind-up: setup ## Create the kind cluster with the pinned node image (kept if it exists)
+	@$(DEPLOY) kind-up
 
 .PHONY: kind-load
-kind-load: ## Load every location's image (REGISTRY/<name>:TAG) into the kind node
-	@for location in $(DEPLOY_LOCATIONS); do \
-		echo "==> kind load docker-image $(REGISTRY)/$$location:$(TAG)"; \
-		kind load docker-image --name $(KIND_CLUSTER) $(REGISTRY)/$$location:$(TAG); \
-	done
+kind-load: setup ## Load the locations' images (REGISTRY/<name>:TAG) into the kind node (LOCATION= for one)
+	@$(DEPLOY) kind-load --location '$(LOCATION)'
 
 .PHONY: kind-deploy
-kind-deploy: kind-up kind-load ## kind-up, load the images, create Secrets, deploy everything with the kind overlays
-	@$(MAKE) --no-print-directory secrets deploy KUBE_CONTEXT=$(KIND_CONTEXT) OVERLAY=kind TAG=$(TAG)
+kind-deploy: setup tools ## Cluster, image loads, namespace, Secrets, then every release with the kind overlays
+	@$(DEPLOY) kind
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster
 	@kind delete cluster --name $(KIND_CLUSTER)
-
-.PHONY: kind-load-one
-kind-load-one: ## Load one location's image: make kind-load-one LOCATION=x TAG=y
-	@kind load docker-image --name $(KIND_CLUSTER) $(REGISTRY)/$(LOCATION):$(TAG)

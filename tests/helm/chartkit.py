@@ -1,6 +1,7 @@
-"""What the Helm tests share: rendering with the real helm, offline Kubernetes validation, label
-selectors, the "restricted" Pod Security Standard, and the labels the official charts put on
-their pods. Imported by the tests through this folder's conftest.py."""
+"""What the Helm tests share: rendering with the real helm (the deployment plan's own
+arguments for the official charts), offline Kubernetes validation, label selectors, the
+"restricted" Pod Security Standard, and the labels the official charts put on their pods.
+Imported by the tests through this folder's conftest.py."""
 
 import re
 import shutil
@@ -15,22 +16,23 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
+from platform_devkit.deploy import plan
+
 REPO = Path(__file__).resolve().parents[2]
-PLATFORM_CHART = REPO / "charts" / "platform"
-SYSTEM_VALUES_DIR = REPO / "charts" / "dagster"
-SHARED_SCHEMAS = REPO.parent / "shared" / "dagster-chart-schemas"
+PLATFORM_CHART = plan.PLATFORM_CHART
+SYSTEM_VALUES_DIR = plan.SYSTEM_VALUES
 DEPLOY_MK = REPO / "mk" / "deploy.mk"
-SECRETS_SCRIPT = REPO / "infra" / "kind" / "secrets.sh"
+SECRETS_SCRIPT = plan.SECRETS_SCRIPT
 
-# Manifests are validated against the Kubernetes 1.32 API (kubectl 1.32 ships with the helm we
-# install; kind's current node images are 1.32 and later). Bundled with kubernetes-validate.
+# Manifests are validated against the Kubernetes 1.32 API: the kind node image
+# (infra/kind/cluster.yaml) and kubectl (infra/helm/install-tools.sh) are 1.32 too, and a test
+# holds the three together. Bundled with kubernetes-validate.
 KUBERNETES_VERSION = "1.32"
-DAGSTER_HELM_REPO = "https://dagster-io.github.io/helm"
 
-# Release names `make deploy` uses (mk/deploy.mk); the charts derive pod labels from them.
-SYSTEM_RELEASE = "dagster"
-PLATFORM_RELEASE = "platform"
-NAMESPACE = "data-platform"
+# Release names `make deploy` uses (the deployment plan); the charts derive pod labels from them.
+SYSTEM_RELEASE = plan.SYSTEM_RELEASE
+PLATFORM_RELEASE = plan.PLATFORM_RELEASE
+NAMESPACE = plan.Settings.namespace
 # Paths and addresses as they appear in manifests (never opened or bound by the tests).
 TMP = "/tmp"  # noqa: S108
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104
@@ -196,76 +198,26 @@ def render(
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-@dataclass(frozen=True)
-class OfficialCharts:
-    """The official charts' values schemas and defaults: pulled, else the offline copy."""
-
-    source: str  # "pulled" or "offline"
-    reason: str
-    system_schema: Path
-    system_defaults: Path
-    user_schema: Path
-    user_defaults: Path
-    system_chart: Path | None = None  # chart folders, when pulled
-    user_chart: Path | None = None
-
-
-def pull_official_charts(
-    version: str, target: Path, repo: str = DAGSTER_HELM_REPO, timeout: float = 30
-) -> OfficialCharts:
-    """`helm pull` both charts into `target` from the Dagster chart repository; the offline
-    copy when the repository does not answer."""
-    offline = OfficialCharts(
-        "offline",
-        "",
-        SHARED_SCHEMAS / "system.values.schema.json",
-        SHARED_SCHEMAS / "system.values.yaml",
-        SHARED_SCHEMAS / "user-deployments.values.schema.json",
-        SHARED_SCHEMAS / "user-deployments.values.yaml",
+def render_release(release: plan.Release, settings: plan.Settings) -> list[dict[str, Any]]:
+    """A release exactly as the deployment plan would install it (its `helm template` twin)."""
+    argv = release.template(settings)
+    binary = helm_binary()
+    assert binary, "helm is not installed"
+    result = subprocess.run(
+        [binary, *argv[1:]], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
     )
-    pulled = {}
-    for chart in ("dagster", "dagster-user-deployments"):
-        try:
-            result = helm(
-                "pull",
-                chart,
-                "--repo",
-                repo,
-                "--version",
-                version,
-                "--untar",
-                "--untardir",
-                str(target),
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            return _offline(offline, f"helm pull {chart} timed out after {timeout:.0f}s")
-        if result.returncode != 0:
-            detail = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
-            return _offline(offline, f"helm pull {chart} {version} failed: {detail}")
-        pulled[chart] = target / chart
-    system, user = pulled["dagster"], pulled["dagster-user-deployments"]
-    return OfficialCharts(
-        "pulled",
-        f"{repo} {version}",
-        system / "values.schema.json",
-        system / "values.yaml",
-        user / "values.schema.json",
-        user / "values.yaml",
-        system,
-        user,
-    )
+    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def _offline(offline: OfficialCharts, reason: str) -> OfficialCharts:
-    return OfficialCharts(
-        offline.source,
-        reason,
-        offline.system_schema,
-        offline.system_defaults,
-        offline.user_schema,
-        offline.user_defaults,
-    )
+def shipped_overlays() -> list[str]:
+    """ "" (values.yaml alone) and every overlay name a values-<name>.yaml in the repo gives."""
+    names = {
+        path.stem.removeprefix("values-")
+        for folder in plan.values_folders()
+        for path in folder.glob("values-*.yaml")
+    }
+    return ["", *sorted(names)]
 
 
 # -- Kubernetes ---------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Fixtures for the Helm tests: helm itself, renders of the platform chart, and the official
-charts' schemas (pulled from the Dagster chart repository when it answers, else the offline
-copy in ../shared/dagster-chart-schemas)."""
+charts from the configured chart repository (DAGSTER_CHART_REPO, default Dagster's), pulled
+into the same cache `make deploy` installs from and rendered with the deployment plan's own
+arguments in every overlay the repository ships.
+
+Where the repository does not answer, tests that need the official charts skip with one line,
+unless REQUIRE_OFFICIAL_CHARTS=1 (CI), where they fail."""
 
 import os
 import sys
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -13,39 +18,44 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import chartkit
 
-_official: list[chartkit.OfficialCharts] = []
+from platform_devkit.deploy import charts, plan
+
+_summary: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def helm_available() -> str:
     binary = chartkit.helm_binary()
     if binary is None:
-        pytest.skip("helm is not on PATH nor in .tools/bin: run `make tools`")
+        pytest.skip("helm is not on PATH nor in .tools/bin: run `make tools` (make test does)")
     return binary
 
 
-@pytest.fixture(scope="session")
-def official_charts(helm_available: str, tmp_path_factory) -> chartkit.OfficialCharts:
-    """Schemas and defaults of the official charts at the pinned version: pulled, else offline."""
-    charts = chartkit.pull_official_charts(
-        chartkit.make_variable("DAGSTER_CHART_VERSION"), tmp_path_factory.mktemp("charts")
-    )
-    _official.append(charts)
-    return charts
+@cache
+def _pull() -> tuple[charts.OfficialCharts | None, str]:
+    wanted = charts.official_charts()
+    try:
+        return charts.ensure_pulled(wanted, chartkit.helm_binary() or "helm"), ""
+    except charts.ChartsUnavailableError as error:
+        return None, str(error)
+
+
+def official_charts_or_none() -> charts.OfficialCharts | None:
+    """The pulled charts, or None where the repository does not answer (fails under
+    REQUIRE_OFFICIAL_CHARTS=1, where a skip would hide a broken deployment)."""
+    pulled, reason = _pull()
+    if pulled is None and os.environ.get("REQUIRE_OFFICIAL_CHARTS") == "1":
+        pytest.fail(f"REQUIRE_OFFICIAL_CHARTS=1 but the official charts are unavailable: {reason}")
+    return pulled
 
 
 @pytest.fixture(scope="session")
-def pulled_charts(official_charts: chartkit.OfficialCharts) -> chartkit.OfficialCharts:
-    """The official charts themselves, for rendering; skips where the repository is offline."""
-    if official_charts.source != "pulled":
-        if os.environ.get("REQUIRE_OFFICIAL_CHARTS") == "1":
-            # GitHub Actions: the repository is reachable, so a skip would hide a failure.
-            pytest.fail(f"the official charts could not be pulled: {official_charts.reason}")
-        pytest.skip(
-            "the Dagster chart repository is unreachable here, so the official charts cannot be "
-            f"rendered ({official_charts.reason}); GitHub Actions renders them"
-        )
-    return official_charts
+def official_charts(helm_available: str) -> charts.OfficialCharts:
+    pulled = official_charts_or_none()
+    if pulled is None:
+        pytest.skip(f"official charts unavailable: {_pull()[1]}")
+    _summary.append(f"official charts {pulled.version} from {pulled.repository}")
+    return pulled
 
 
 @pytest.fixture(scope="session")
@@ -63,30 +73,36 @@ def platform_renders(helm_available: str) -> dict[str, list[dict]]:
     }
 
 
+def plan_settings(pulled: charts.OfficialCharts, overlay: str = "") -> plan.Settings:
+    return plan.Settings(tag="test", overlay=overlay, charts=pulled)
+
+
 @pytest.fixture(scope="session")
-def official_renders(pulled_charts: chartkit.OfficialCharts) -> dict[str, list[dict]]:
-    """The official charts rendered with our values, as `make deploy` installs them: the system
-    release and one release per location (keyed "system" and by location name)."""
-    renders = {
-        "system": chartkit.render(
-            pulled_charts.system_chart,
-            chartkit.SYSTEM_RELEASE,
-            [chartkit.SYSTEM_VALUES_DIR / "values.yaml"],
-        )
+def deployment_renders(official_charts: charts.OfficialCharts) -> dict[str, dict[str, list]]:
+    """Every release of `make deploy`, rendered with the plan's arguments, for every overlay
+    the repository ships: {overlay ("" = none): {release name: documents}}. helm validates
+    the values against each chart's own values schema on every render."""
+    return {
+        overlay: {
+            release.name: chartkit.render_release(release, settings)
+            for release in plan.releases(settings)
+        }
+        for overlay in chartkit.shipped_overlays()
+        for settings in [plan_settings(official_charts, overlay)]
     }
-    for location in chartkit.locations():
-        renders[location.name] = chartkit.render(
-            pulled_charts.user_chart,
-            location.name,
-            [location.values_file],
-            {"deployments[0].image.tag": "test"},
-        )
-    return renders
+
+
+@pytest.fixture(scope="session")
+def official_renders(deployment_renders: dict[str, dict[str, list]]) -> dict[str, list[dict]]:
+    """The official charts as `make deploy` installs them without an overlay: the system
+    release ("system") and one release per location (by location name)."""
+    renders = deployment_renders[""]
+    return {
+        "system": renders[chartkit.SYSTEM_RELEASE],
+        **{loc.name: renders[loc.name] for loc in chartkit.locations()},
+    }
 
 
 def pytest_terminal_summary(terminalreporter):
-    for charts in _official:
-        note = f" ({charts.reason})" if charts.reason else ""
-        terminalreporter.write_line(
-            f"helm tests: official chart schemas from the {charts.source} copy{note}"
-        )
+    for line in dict.fromkeys(_summary):
+        terminalreporter.write_line(f"helm tests: {line}")

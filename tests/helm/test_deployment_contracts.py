@@ -4,19 +4,17 @@ lock and the docs. Most need no helm; those that render say so with the marker."
 
 import importlib.util
 import re
-import subprocess
 
 import chartkit
 import pytest
 import yaml
 
+from platform_devkit.deploy import charts, plan
 from platform_devkit.instance import instance_config
 
 LOCATIONS = chartkit.locations()
 SYSTEM = chartkit.load_yaml(chartkit.SYSTEM_VALUES_DIR / "values.yaml")
 PLATFORM = chartkit.load_yaml(chartkit.PLATFORM_CHART / "values.yaml")
-USER_DEFAULTS = chartkit.load_yaml(chartkit.SHARED_SCHEMAS / "user-deployments.values.yaml")
-SYSTEM_DEFAULTS = chartkit.load_yaml(chartkit.SHARED_SCHEMAS / "system.values.yaml")
 DEPLOY_DOC = chartkit.REPO / "docs" / "deploy.md"
 
 # Variables a location reads: dg.EnvVar("X") / dg.EnvVar.int("X") in Python, env_var('X') without
@@ -25,8 +23,15 @@ ENV_VAR_IN_PYTHON = re.compile(r"EnvVar(?:\.int)?\(\s*\"([A-Z0-9_]+)\"")
 ENV_VAR_IN_DBT = re.compile(r"env_var\(\s*'([A-Z0-9_]+)'\s*\)")
 
 
-def effective_system_values() -> dict:
-    return chartkit.merged(SYSTEM_DEFAULTS, SYSTEM)
+@pytest.fixture(scope="module")
+def system_values(official_charts) -> dict:
+    """Our system values over the pulled chart's defaults, as helm merges them."""
+    return chartkit.merged(chartkit.load_yaml(official_charts.system / "values.yaml"), SYSTEM)
+
+
+@pytest.fixture(scope="module")
+def user_defaults(official_charts) -> dict:
+    return chartkit.load_yaml(official_charts.user / "values.yaml")
 
 
 def platform_secret_names() -> set[str]:
@@ -108,12 +113,9 @@ def test_image_command_is_what_the_chart_runs(location):
 
 
 def test_image_repositories_are_what_make_images_builds():
-    images_mk = chartkit.REPO / "mk" / "images.mk"
-    registry = (
-        chartkit.make_variable("REGISTRY", images_mk) if images_mk.exists() else "data-platform"
-    )
+    registry = chartkit.make_variable("REGISTRY", chartkit.REPO / "Makefile")
 
-    assert chartkit.make_variable("REGISTRY") == registry
+    assert registry == plan.Settings.registry
     for location in LOCATIONS:
         image = location.deployment["image"]
         assert image["repository"] == f"{registry}/{location.name}", location.name
@@ -123,7 +125,7 @@ def test_image_repositories_are_what_make_images_builds():
 def test_chart_version_and_system_images_pin_the_dagster_version_in_the_lock():
     dagster = chartkit.locked_version("dagster")
 
-    assert chartkit.make_variable("DAGSTER_CHART_VERSION") == dagster
+    assert charts.chart_version() == dagster
     for component in ("dagsterWebserver", "dagsterDaemon"):
         assert SYSTEM[component]["image"] == {
             "repository": "docker.io/dagster/dagster-k8s",
@@ -131,14 +133,14 @@ def test_chart_version_and_system_images_pin_the_dagster_version_in_the_lock():
             "pullPolicy": "IfNotPresent",
         }
     assert f"version {dagster}" in (chartkit.SYSTEM_VALUES_DIR / "values.yaml").read_text()
-    assert f"--version {dagster}" in DEPLOY_DOC.read_text()
+    assert f"dagster/dagster` {dagster}" in DEPLOY_DOC.read_text()
 
 
-def test_storage_settings_of_the_system_release_match_the_platform():
-    postgresql = effective_system_values()["postgresql"]
+def test_storage_settings_of_the_system_release_match_the_platform(system_values):
+    postgresql = system_values["postgresql"]
 
     assert postgresql["enabled"] is False
-    assert effective_system_values()["generatePostgresqlPasswordSecret"] is False
+    assert system_values["generatePostgresqlPasswordSecret"] is False
     assert postgresql["postgresqlHost"] == PLATFORM["postgres"]["name"]
     assert postgresql["service"]["port"] == PLATFORM["postgres"]["port"]
     assert postgresql["postgresqlUsername"] == PLATFORM["dagsterStorage"]["username"]
@@ -150,12 +152,14 @@ def test_storage_settings_of_the_system_release_match_the_platform():
     assert image["tag"] == server["tag"]
 
 
-def test_every_release_reads_dagster_storage_from_the_secret_the_platform_names():
+def test_every_release_reads_dagster_storage_from_the_secret_the_platform_names(
+    system_values, user_defaults
+):
     storage_secret = PLATFORM["secrets"]["dagsterStorage"]
 
-    assert effective_system_values()["global"]["postgresqlSecretName"] == storage_secret
+    assert system_values["global"]["postgresqlSecretName"] == storage_secret
     for location in LOCATIONS:
-        values = chartkit.merged(USER_DEFAULTS, chartkit.load_yaml(location.values_file))
+        values = chartkit.merged(user_defaults, chartkit.load_yaml(location.values_file))
         name = values["global"]["postgresqlSecretName"] or values["postgresqlSecretName"]
         assert name == storage_secret, location.name
 
@@ -164,7 +168,7 @@ def test_every_secret_referenced_anywhere_is_created_by_the_script_and_by_extern
     created_by_script = set(chartkit.secrets_script_listing())
     launcher = SYSTEM["runLauncher"]["config"]["k8sRunLauncher"]
     referenced = {
-        effective_system_values()["global"]["postgresqlSecretName"],
+        SYSTEM["global"]["postgresqlSecretName"],
         *(s["name"] for s in launcher["envSecrets"]),
         *(s["name"] for s in SYSTEM["dagsterWebserver"].get("envSecrets", [])),
         *(s["name"] for s in SYSTEM["dagsterDaemon"].get("envSecrets", [])),
@@ -276,7 +280,7 @@ def test_the_password_check_finds_passwords_planted_in_values():
     ]
 
 
-def test_run_queue_limits_and_retries_mirror_the_local_platform():
+def test_run_queue_limits_and_retries_mirror_the_local_platform(system_values):
     local = instance_config()
     daemon = SYSTEM["dagsterDaemon"]
     queued = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
@@ -288,12 +292,10 @@ def test_run_queue_limits_and_retries_mirror_the_local_platform():
         "pools": {"defaultLimit": local["concurrency"]["pools"]["default_limit"]},
     }
     assert daemon["runRetries"]["maxRetries"] == local["run_retries"]["max_retries"]
-    assert effective_system_values()["dagsterDaemon"]["runMonitoring"]["enabled"] is True
+    assert system_values["dagsterDaemon"]["runMonitoring"]["enabled"] is True
     assert SYSTEM["telemetry"] == {"enabled": local["telemetry"]["enabled"]}
-    assert effective_system_values()["runLauncher"]["type"] == "K8sRunLauncher"
-    assert effective_system_values()["dagsterDaemon"]["runCoordinator"]["type"] == (
-        "QueuedRunCoordinator"
-    )
+    assert system_values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert system_values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
 
 
 def test_team_labels_name_the_owners_of_the_locations_assets(location_defs):
@@ -306,36 +308,6 @@ def test_team_labels_name_the_owners_of_the_locations_assets(location_defs):
             for owner in spec.owners
         }
         assert owners == {f"team:{team}"}, location.name
-
-
-def test_make_deploy_installs_the_platform_then_the_system_then_every_location_in_order():
-    result = subprocess.run(
-        ["make", "--no-print-directory", "-n", "deploy", "TAG=abc1234", "OVERLAY=kind"],
-        cwd=chartkit.REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    commands = result.stdout.replace("\\\n", " ").splitlines()
-    installs = [line for line in commands if line.startswith("helm upgrade --install")]
-    version = chartkit.locked_version("dagster")
-
-    assert len(installs) == 2 + len(LOCATIONS)
-    assert "platform charts/platform -f charts/platform/values.yaml" in installs[0]
-    assert "-f charts/platform/values-kind.yaml" in installs[0]
-    assert f"dagster dagster/dagster --version {version}" in installs[1]
-    for line, location in zip(installs[2:], LOCATIONS, strict=True):
-        assert f"{location.name} dagster/dagster-user-deployments --version {version}" in line
-        assert f"-f locations/{location.name}/deploy/values.yaml" in line
-    for line in installs:
-        assert "--namespace data-platform" in line
-    # The platform release is gated by its bootstrap hook (file-area claims may stay Pending
-    # until a location mounts them); every Dagster release waits until it is ready.
-    assert "--wait" not in installs[0]
-    assert all("--wait" in line for line in installs[1:])
-    tags = re.findall(r"--set deployments\[0\]\.image\.tag=(\S+)", "\n".join(installs))
-    assert tags == ["abc1234"] * len(LOCATIONS)
 
 
 def test_deploy_doc_names_every_secret_and_key():

@@ -1,102 +1,143 @@
-"""Our values for the official charts (dagster/dagster, dagster/dagster-user-deployments),
-checked against the charts' published values schemas (the pulled chart's own where the chart
-repository answers, else the offline copy), as Kubernetes objects, and, where the charts can
-be pulled (GitHub Actions), rendered for real."""
+"""Our values for the official charts (dagster/dagster, dagster/dagster-user-deployments):
+every release of the deployment plan rendered for real from the configured chart repository,
+in every overlay, with helm's own values-schema validation; the output validated as
+Kubernetes objects; and the Kubernetes parts of the values checked as the pods they become."""
 
 import functools
 import http.server
-import json
-import shutil
+import re
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import chartkit
 import pytest
 import yaml
+from conftest import plan_settings
+
+from platform_devkit.deploy import charts, plan
 
 pytestmark = pytest.mark.helm
 
 LOCATIONS = chartkit.locations()
 SYSTEM_VALUES = chartkit.SYSTEM_VALUES_DIR / "values.yaml"
-SYSTEM_OVERLAYS = sorted(chartkit.SYSTEM_VALUES_DIR.glob("values-*.yaml"))
+OVERLAYS = chartkit.shipped_overlays()
 
 
-def location_values_sets() -> list[list[Path]]:
-    """Each location's values.yaml, alone and with each of its overlays (if it has any)."""
-    sets = []
+def overlay_id(overlay: str) -> str:
+    return overlay or "no-overlay"
+
+
+# -- every release renders, schema-validated, in every overlay ----------------------------------
+def test_the_repository_ships_the_kind_and_prod_overlays():
+    assert {"", "kind", "prod"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=overlay_id)
+def test_every_release_renders_in_every_overlay(deployment_renders, overlay):
+    renders = deployment_renders[overlay]
+    kinds = {name: {d["kind"] for d in docs} for name, docs in renders.items()}
+
+    assert list(renders) == [
+        chartkit.PLATFORM_RELEASE,
+        chartkit.SYSTEM_RELEASE,
+        *(loc.name for loc in LOCATIONS),
+    ]
+    assert {"Deployment", "ConfigMap", "Service"} <= kinds[chartkit.SYSTEM_RELEASE]
     for location in LOCATIONS:
-        base = location.values_file
-        sets.append([base])
-        sets += [[base, overlay] for overlay in sorted(base.parent.glob("values-*.yaml"))]
-    return sets
+        assert {"Deployment", "Service"} <= kinds[location.name], location.name
 
 
-@pytest.fixture(scope="module")
-def validator(official_charts: chartkit.OfficialCharts, tmp_path_factory):
-    """The shared validator (merges like helm, then checks the schema), pointed at the schemas
-    and defaults in use: a copy of validate.py beside the pulled chart's files when pulled."""
-    if official_charts.source == "offline":
-        script = chartkit.SHARED_SCHEMAS / "validate.py"
-    else:
-        folder = tmp_path_factory.mktemp("chart-schemas")
-        script = folder / "validate.py"
-        shutil.copy(chartkit.SHARED_SCHEMAS / "validate.py", script)
-        shutil.copy(official_charts.system_schema, folder / "system.values.schema.json")
-        shutil.copy(official_charts.system_defaults, folder / "system.values.yaml")
-        shutil.copy(official_charts.user_schema, folder / "user-deployments.values.schema.json")
-        shutil.copy(official_charts.user_defaults, folder / "user-deployments.values.yaml")
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=overlay_id)
+def test_rendered_releases_are_valid_kubernetes_in_every_overlay(deployment_renders, overlay):
+    errors = {
+        name: [e for e in map(chartkit.kubernetes_errors, docs) if e and "ExternalSecret" not in e]
+        for name, docs in deployment_renders[overlay].items()
+    }
 
-    def validate(kind: str, files: list[Path]) -> subprocess.CompletedProcess[str]:
-        joined = ",".join(str(f) for f in files)
-        return subprocess.run(
-            [sys.executable, str(script), kind, joined],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+    assert errors == {name: [] for name in errors}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=overlay_id)
+def test_rendered_pods_meet_the_restricted_standard_in_every_overlay(deployment_renders, overlay):
+    violations = {
+        f"{release}: {name}": chartkit.restricted_violations(spec)
+        for release, docs in deployment_renders[overlay].items()
+        for name, _, spec in chartkit.pod_templates(docs)
+    }
+
+    assert len(violations) >= 3 + len(LOCATIONS)
+    assert violations == {name: [] for name in violations}
+
+
+def render_with(official_charts, release: plan.Release, extra: str, tmp_path) -> str:
+    """helm's error output for a release rendered with one more values file."""
+    path = tmp_path / "extra.yaml"
+    path.write_text(extra)
+    broken = plan.Release(release.name, release.chart, (*release.values, path), release.sets)
+    argv = broken.template(plan_settings(official_charts))
+    result = subprocess.run(
+        [chartkit.helm_binary(), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=chartkit.REPO,
+        check=False,
+    )
+    assert result.returncode != 0, "helm rendered values its schema forbids"
+    return result.stderr
+
+
+def test_helm_refuses_a_misspelt_system_value(official_charts, tmp_path):
+    release = plan.system_release(plan_settings(official_charts))
+
+    stderr = render_with(
+        official_charts, release, "dagsterWebserver:\n  imag: {tag: '1'}\n", tmp_path
+    )
+
+    assert "imag" in stderr
+
+
+def test_helm_refuses_a_location_probe_without_enabled(official_charts, tmp_path):
+    """The regression this suite exists for: the chart's schema requires `enabled` in a
+    deployment's readinessProbe, and lists replace the chart's default entry whole."""
+    location = LOCATIONS[0]
+    deployment = dict(location.deployment)
+    deployment["readinessProbe"] = {
+        k: v for k, v in deployment["readinessProbe"].items() if k != "enabled"
+    }
+    release = plan.location_release(plan_settings(official_charts), location.name)
+
+    stderr = render_with(
+        official_charts, release, yaml.safe_dump({"deployments": [deployment]}), tmp_path
+    )
+
+    assert "readinessProbe" in stderr
+    assert "enabled is required" in stderr
+
+
+def test_schema_validation_is_never_skipped():
+    """No command of the repository renders or installs with helm's schema check off."""
+    flag = "--skip-" + "schema-validation"
+    sources = [
+        p
+        for pattern in (
+            "Makefile",
+            "mk/*.mk",
+            ".ci/*",
+            ".github/workflows/*.yml",
+            "infra/**/*",
+            "tests/**/*.py",
+            "docs/*.md",
+            "README.md",
         )
+        for p in chartkit.REPO.glob(pattern)
+        if p.is_file() and ".local" not in p.parts
+    ]
 
-    return validate
-
-
-@pytest.mark.parametrize(
-    "files",
-    [[SYSTEM_VALUES]] + [[SYSTEM_VALUES, overlay] for overlay in SYSTEM_OVERLAYS],
-    ids=lambda files: "+".join(f.name for f in files),
-)
-def test_system_values_match_the_dagster_chart_schema(validator, official_charts, files):
-    result = validator("system", files)
-
-    assert result.returncode == 0, (
-        f"schema from the {official_charts.source} copy:\n{result.stdout}{result.stderr}"
-    )
-    assert "valid (system schema)" in result.stdout
-
-
-@pytest.mark.parametrize(
-    "files",
-    location_values_sets(),
-    ids=lambda files: "+".join(f"{f.parent.parent.name}/{f.name}" for f in files),
-)
-def test_location_values_match_the_user_deployments_chart_schema(validator, official_charts, files):
-    result = validator("user-deployments", files)
-
-    assert result.returncode == 0, (
-        f"schema from the {official_charts.source} copy:\n{result.stdout}{result.stderr}"
-    )
-    assert "valid (user-deployments schema)" in result.stdout
-
-
-def test_the_schema_check_rejects_a_misspelt_system_value(validator, tmp_path):
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("dagsterWebserver:\n  imag:\n    tag: '1'\n")
-
-    result = validator("system", [SYSTEM_VALUES, typo])
-
-    assert result.returncode == 1
-    assert "imag" in result.stdout
+    assert len(sources) > 20
+    assert [
+        str(p.relative_to(chartkit.REPO)) for p in sources if flag in p.read_text(errors="ignore")
+    ] == []
 
 
 # -- the Kubernetes parts of the values, as the pods they become --------------------------------
@@ -218,27 +259,7 @@ def test_run_workers_are_launched_under_the_restricted_standard():
     assert chartkit.restricted_violations(pod["spec"]) == []
 
 
-# -- the official charts rendered for real (where they can be pulled) ---------------------------
-def test_rendered_official_charts_are_valid_kubernetes(official_renders):
-    errors = {
-        name: [e for e in map(chartkit.kubernetes_errors, docs) if e]
-        for name, docs in official_renders.items()
-    }
-
-    assert errors == {name: [] for name in official_renders}
-
-
-def test_rendered_official_pods_meet_the_restricted_standard(official_renders):
-    violations = {
-        f"{release}: {name}": chartkit.restricted_violations(spec)
-        for release, docs in official_renders.items()
-        for name, _, spec in chartkit.pod_templates(docs)
-    }
-
-    assert violations
-    assert violations == {name: [] for name in violations}
-
-
+# -- the official charts rendered for real: what the releases wire together ----------------
 def test_pods_carry_the_labels_the_network_policies_select(official_renders):
     system = {
         name: meta["labels"] for name, meta, _ in chartkit.pod_templates(official_renders["system"])
@@ -301,16 +322,17 @@ def test_rendered_official_charts_require_only_secrets_the_platform_creates(offi
 
 # -- the pull itself, against a chart repository on 127.0.0.1 ----------------------------------
 @pytest.fixture
-def local_chart_repository(helm_available, tmp_path):
-    """A chart repository with stand-ins for both official charts, served over HTTP."""
+def local_chart_repository(helm_available, tmp_path, monkeypatch):
+    """A chart repository with stand-ins for both official charts at 9.9.9, served over HTTP,
+    and a private cache (PLATFORM_STATE_DIR) for what is pulled from it."""
+    monkeypatch.setenv("PLATFORM_STATE_DIR", str(tmp_path / "state"))
     packages = tmp_path / "repo"
     packages.mkdir()
-    for chart in ("dagster", "dagster-user-deployments"):
+    for chart in (charts.SYSTEM_CHART, charts.USER_CHART):
         folder = tmp_path / "src" / chart
         (folder / "templates").mkdir(parents=True)
         (folder / "Chart.yaml").write_text(f"apiVersion: v2\nname: {chart}\nversion: 9.9.9\n")
         (folder / "values.yaml").write_text(f"origin: {chart}\n")
-        (folder / "values.schema.json").write_text(json.dumps({"title": chart}))
         result = chartkit.helm("package", str(folder), "--destination", str(packages))
         assert result.returncode == 0, result.stderr
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(packages))
@@ -319,31 +341,58 @@ def local_chart_repository(helm_available, tmp_path):
     assert chartkit.helm("repo", "index", str(packages), "--url", url).returncode == 0
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield url
+    yield url, server
     server.shutdown()
     server.server_close()
 
 
-def test_pulled_charts_provide_their_own_schemas_and_defaults(local_chart_repository, tmp_path):
-    charts = chartkit.pull_official_charts(
-        "9.9.9", tmp_path / "pulled", repo=local_chart_repository
-    )
+def test_charts_are_pulled_from_the_configured_repository_into_the_cache(local_chart_repository):
+    url, _ = local_chart_repository
 
-    assert charts.source == "pulled"
-    assert yaml.safe_load(charts.system_defaults.read_text()) == {"origin": "dagster"}
-    assert yaml.safe_load(charts.user_defaults.read_text()) == {
+    pulled = charts.ensure_pulled(charts.official_charts(url, "9.9.9"), chartkit.helm_binary())
+
+    assert pulled.present
+    assert pulled.folder == charts.cache_dir("9.9.9")
+    assert yaml.safe_load((pulled.system / "values.yaml").read_text()) == {"origin": "dagster"}
+    assert yaml.safe_load((pulled.user / "values.yaml").read_text()) == {
         "origin": "dagster-user-deployments"
     }
-    assert "dagster-user-deployments" in charts.user_schema.read_text()
-    assert charts.system_chart.name == "dagster"
+    assert (pulled.folder / ".repository").read_text().strip() == url
 
 
-def test_an_unreachable_repository_falls_back_to_the_offline_copy(local_chart_repository, tmp_path):
-    charts = chartkit.pull_official_charts(
-        "0.0.1", tmp_path / "pulled", repo=local_chart_repository
-    )
+def test_a_pulled_version_is_reused_without_asking_the_repository(local_chart_repository):
+    url, server = local_chart_repository
+    charts.ensure_pulled(charts.official_charts(url, "9.9.9"), chartkit.helm_binary())
+    server.shutdown()
 
-    assert charts.source == "offline"
-    assert "0.0.1" in charts.reason
-    assert charts.system_schema == chartkit.SHARED_SCHEMAS / "system.values.schema.json"
-    assert charts.system_chart is None
+    again = charts.ensure_pulled(charts.official_charts(url, "9.9.9"), chartkit.helm_binary())
+
+    assert again.present
+
+
+def test_another_repository_is_pulled_again_not_mixed_with_the_cache(local_chart_repository):
+    url, _ = local_chart_repository
+    charts.ensure_pulled(charts.official_charts(url, "9.9.9"), chartkit.helm_binary())
+    mirror = url.replace("127.0.0.1", "localhost")
+
+    pulled = charts.ensure_pulled(charts.official_charts(mirror, "9.9.9"), chartkit.helm_binary())
+
+    assert (pulled.folder / ".repository").read_text().strip() == mirror
+
+
+def test_a_version_the_repository_lacks_fails_naming_the_setting(local_chart_repository):
+    url, _ = local_chart_repository
+
+    with pytest.raises(charts.ChartsUnavailableError, match="DAGSTER_CHART_REPO") as failure:
+        charts.ensure_pulled(charts.official_charts(url, "0.0.1"), chartkit.helm_binary())
+
+    assert "0.0.1" in str(failure.value)
+    assert not charts.cache_dir("0.0.1").exists()
+
+
+def test_the_chart_repository_defaults_to_dagsters_and_is_a_setting():
+    assert charts.chart_repository({}) == "https://dagster-io.github.io/helm"
+    assert charts.chart_repository({"DAGSTER_CHART_REPO": ""}) == charts.OFFICIAL_REPOSITORY
+    mirror = "https://charts.example.internal/dagster"
+    assert charts.chart_repository({"DAGSTER_CHART_REPO": mirror}) == mirror
+    assert re.fullmatch(r"\d+\.\d+\.\d+", charts.chart_version())

@@ -1,0 +1,318 @@
+"""The deployment as a list of commands: one function builds them, `make deploy*`,
+`make kind-deploy` and `make deploy-diff` run or print them, and the tests render every release
+from the very same arguments (tests/helm)."""
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from platform_devkit.deploy.charts import OfficialCharts, official_charts
+from platform_devkit.instance import locations
+from platform_devkit.paths import REPO_ROOT
+
+# The platform chart's NetworkPolicies select the system release's pods by its name
+# (charts/platform values.yaml dagsterRelease).
+PLATFORM_RELEASE = "platform"
+SYSTEM_RELEASE = "dagster"
+PLATFORM_CHART = REPO_ROOT / "charts" / "platform"
+SYSTEM_VALUES = REPO_ROOT / "charts" / "dagster"
+KIND_CONFIG = REPO_ROOT / "infra" / "kind" / "cluster.yaml"
+SECRETS_SCRIPT = REPO_ROOT / "infra" / "kind" / "secrets.sh"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+OVERLAY_NAME = re.compile(r"^[a-z0-9][-a-z0-9]*$")
+
+
+class PlanError(ValueError):
+    """Bad deployment settings; the message names the setting to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `make deploy*` passes (docs/deploy.md, "Variables")."""
+
+    namespace: str = "data-platform"
+    kube_context: str = ""
+    tag: str = ""
+    registry: str = "data-platform"
+    overlay: str = ""
+    timeout: str = "10m"
+    # Roll a failed upgrade back to the last good revision (and remove a failed first install).
+    atomic: bool = True
+    kind_cluster: str = "data-platform"
+    charts: OfficialCharts = field(default_factory=official_charts)
+
+    def check(self, needs_tag: bool) -> None:
+        if not DNS_LABEL.match(self.namespace):
+            raise PlanError(f"NAMESPACE={self.namespace!r} is not a Kubernetes namespace name")
+        if needs_tag and not self.tag:
+            raise PlanError("TAG is empty: set the image tag to deploy (make images prints it)")
+        if needs_tag and not IMAGE_TAG.match(self.tag):
+            raise PlanError(f"TAG={self.tag!r} is not a valid image tag")
+        if self.overlay and not OVERLAY_NAME.match(self.overlay):
+            raise PlanError(f"OVERLAY={self.overlay!r}: use a name such as kind or prod")
+        if self.overlay and not any(
+            (folder / f"values-{self.overlay}.yaml").exists() for folder in values_folders()
+        ):
+            raise PlanError(
+                f"OVERLAY={self.overlay}: no values-{self.overlay}.yaml in "
+                + ", ".join(shown(f) for f in values_folders())
+            )
+
+
+def values_folders() -> list[Path]:
+    return [PLATFORM_CHART, SYSTEM_VALUES] + [Path(loc["path"]) / "deploy" for loc in locations()]
+
+
+def shown(path: Path) -> str:
+    """A path as the commands show it: relative to the repository (they run from its root)."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    chart: Path
+    values: tuple[Path, ...]
+    sets: tuple[tuple[str, str], ...] = ()
+    # The platform release is gated by its bootstrap hook instead: its file-area claims stay
+    # Pending until a location mounts them (WaitForFirstConsumer storage), so --wait (and
+    # --atomic, which implies it) would time out on a healthy install.
+    wait: bool = True
+
+    def _inputs(self, settings: Settings) -> list[str]:
+        args = [self.name, shown(self.chart), "--namespace", settings.namespace]
+        for path in self.values:
+            args += ["--values", shown(path)]
+        for key, value in self.sets:
+            args += ["--set", f"{key}={value}"]
+        return args
+
+    def upgrade(self, settings: Settings) -> list[str]:
+        args = ["helm", "upgrade", "--install", *self._inputs(settings)]
+        if settings.kube_context:
+            args += ["--kube-context", settings.kube_context]
+        args += ["--timeout", settings.timeout]
+        if self.wait:
+            args += ["--wait", *(["--atomic"] if settings.atomic else [])]
+        return args
+
+    def template(self, settings: Settings) -> list[str]:
+        """What `upgrade` would apply: the same chart, values and flags, hooks included, no
+        `helm test` pods (install does not run them)."""
+        return ["helm", "template", *self._inputs(settings), "--skip-tests"]
+
+
+def _values(folder: Path, overlay: str) -> tuple[Path, ...]:
+    files = [folder / "values.yaml"]
+    if overlay and (folder / f"values-{overlay}.yaml").exists():
+        files.append(folder / f"values-{overlay}.yaml")
+    return tuple(files)
+
+
+def platform_release(settings: Settings) -> Release:
+    return Release(
+        PLATFORM_RELEASE, PLATFORM_CHART, _values(PLATFORM_CHART, settings.overlay), wait=False
+    )
+
+
+def system_release(settings: Settings) -> Release:
+    return Release(SYSTEM_RELEASE, settings.charts.system, _values(SYSTEM_VALUES, settings.overlay))
+
+
+def location_release(settings: Settings, name: str) -> Release:
+    known = {loc["name"]: Path(loc["path"]) for loc in locations()}
+    if name not in known:
+        raise PlanError(f"LOCATION={name!r} is not a code location (one of: {', '.join(known)})")
+    folder = known[name] / "deploy"
+    if not (folder / "values.yaml").exists():
+        raise PlanError(f"LOCATION={name}: {shown(folder / 'values.yaml')} does not exist")
+    # The values file's repository and tag are placeholders: the deployed image is always the
+    # one built for this commit (make images).
+    sets = (
+        ("deployments[0].image.repository", f"{settings.registry}/{name}"),
+        ("deployments[0].image.tag", settings.tag),
+    )
+    return Release(name, settings.charts.user, _values(folder, settings.overlay), sets)
+
+
+def releases(settings: Settings, only: str = "all", location: str = "") -> list[Release]:
+    """The releases a target installs, in order: platform, system, then every location in
+    dg.toml order (upstream first)."""
+    if only == "platform":
+        return [platform_release(settings)]
+    if only == "system":
+        return [system_release(settings)]
+    if only == "location":
+        if not location:
+            names = ", ".join(loc["name"] for loc in locations())
+            raise PlanError(f"LOCATION is empty: name the location to deploy (one of: {names})")
+        return [location_release(settings, location)]
+    if only != "all":
+        raise PlanError(f"unknown release set {only!r}")
+    return [
+        platform_release(settings),
+        system_release(settings),
+        *(location_release(settings, loc["name"]) for loc in locations()),
+    ]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a deployment. `stdin` is fed to it; `unless` is a command whose output
+    having the line `unless_line` makes this step unnecessary (e.g. the cluster exists)."""
+
+    title: str
+    argv: tuple[str, ...]
+    stdin: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    unless: tuple[str, ...] = ()
+    unless_line: str = ""
+    release: Release | None = None
+
+    def shell(self) -> str:
+        """The step as one shell line (what `DRY_RUN=1` prints)."""
+        line = shlex.join(self.argv)
+        if self.env:
+            line = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env) + " " + line
+        if self.stdin:
+            line = f"printf '%s\\n' {shlex.quote(self.stdin)} | {line}"
+        if self.unless:
+            test = f"{shlex.join(self.unless)} | grep -qxF {shlex.quote(self.unless_line)}"
+            line = f"{test} || {line}"
+        return line
+
+
+def kubectl(settings: Settings, *args: str) -> tuple[str, ...]:
+    context = ("--context", settings.kube_context) if settings.kube_context else ()
+    return ("kubectl", *context, *args)
+
+
+def namespace_step(settings: Settings) -> Step:
+    """The namespace, enforcing the "restricted" Pod Security Standard (applied, so existing
+    namespaces get the labels too)."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": settings.namespace,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+            },
+        },
+    }
+    return Step(
+        f"namespace {settings.namespace} (pod security: restricted)",
+        kubectl(settings, "apply", "-f", "-"),
+        stdin=json.dumps(manifest, separators=(",", ":")),
+    )
+
+
+def secrets_step(settings: Settings) -> Step:
+    env = (("NAMESPACE", settings.namespace), ("KUBE_CONTEXT", settings.kube_context))
+    return Step(
+        "Secrets with random credentials (existing ones kept)",
+        ("bash", shown(SECRETS_SCRIPT)),
+        env=env,
+    )
+
+
+def release_steps(settings: Settings, selected: list[Release]) -> list[Step]:
+    return [
+        Step(
+            f"helm upgrade --install {r.name} ({shown(r.chart)})",
+            tuple(r.upgrade(settings)),
+            release=r,
+        )
+        for r in selected
+    ]
+
+
+def kind_cluster_step(settings: Settings) -> Step:
+    """The cluster, unless it exists, with the node image infra/kind/cluster.yaml pins."""
+    cluster = settings.kind_cluster
+    return Step(
+        f"kind cluster {cluster} (created unless it exists)",
+        (
+            "kind",
+            "create",
+            "cluster",
+            "--name",
+            cluster,
+            "--config",
+            shown(KIND_CONFIG),
+            "--wait",
+            "180s",
+        ),
+        unless=("kind", "get", "clusters"),
+        unless_line=cluster,
+    )
+
+
+def kind_load_steps(settings: Settings, location: str = "") -> list[Step]:
+    """Every location's image (or one's) into the node: kind nodes pull from no registry."""
+    names = [loc["name"] for loc in locations()]
+    if location and location not in names:
+        raise PlanError(
+            f"LOCATION={location!r} is not a code location (one of: {', '.join(names)})"
+        )
+    return [
+        Step(
+            f"kind load {settings.registry}/{name}:{settings.tag}",
+            (
+                "kind",
+                "load",
+                "docker-image",
+                "--name",
+                settings.kind_cluster,
+                f"{settings.registry}/{name}:{settings.tag}",
+            ),
+        )
+        for name in ([location] if location else names)
+    ]
+
+
+TARGETS = ("all", "platform", "system", "location", "secrets", "kind", "kind-up", "kind-load")
+
+
+def steps(target: str, settings: Settings, location: str = "") -> list[Step]:
+    """Every command of a deployment target, in the order it runs.
+
+    all       namespace, platform, system, every location  (make deploy)
+    platform  namespace, platform                          (make deploy-platform)
+    system    the system release                           (make deploy-system)
+    location  one location's release                       (make deploy-location)
+    secrets   namespace, Secrets with random credentials    (make secrets; kind and dev)
+    kind      cluster, image loads, namespace, Secrets, then what `all` does (make kind-deploy)
+    kind-up   the cluster                                  (make kind-up)
+    kind-load every location's image, or one's             (make kind-load)
+    """
+    if target not in TARGETS:
+        raise PlanError(f"unknown deployment target {target!r} (one of: {', '.join(TARGETS)})")
+    settings.check(needs_tag=target in {"all", "location", "kind", "kind-load"})
+    if target == "kind-up":
+        return [kind_cluster_step(settings)]
+    if target == "kind-load":
+        return kind_load_steps(settings, location)
+    if target == "secrets":
+        return [namespace_step(settings), secrets_step(settings)]
+    if target == "kind":
+        return [
+            kind_cluster_step(settings),
+            *kind_load_steps(settings),
+            namespace_step(settings),
+            secrets_step(settings),
+            *release_steps(settings, releases(settings)),
+        ]
+    if target == "location":
+        return release_steps(settings, releases(settings, "location", location))
+    if target == "system":
+        return release_steps(settings, releases(settings, "system"))
+    return [namespace_step(settings), *release_steps(settings, releases(settings, target))]
