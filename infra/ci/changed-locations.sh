@@ -13,7 +13,8 @@ emit() {
   if [[ $# -eq 0 ]]; then
     echo 'locations=[]'
   else
-    printf 'locations=["%s"]\n' "$(sed 's/,/","/g' <<< "$*")"
+    local joined="$*"
+    printf 'locations=["%s"]\n' "${joined//,/\",\"}"
   fi
 }
 

@@ -31,7 +31,8 @@ def progress(message: str) -> None:
 
 @pytest.fixture(scope="session")
 def artifacts(request: pytest.FixtureRequest) -> Path:
-    """Screenshots and diagnostics, kept after the run (CI uploads this folder)."""
+    """Logs, screenshots and diagnostics, kept after the run (CI uploads this folder). Nothing
+    else goes here: the deployment's state, credentials included, stays in its workdir."""
     driver = request.config.getoption("--driver")
     folder = Path(os.environ.get("E2E_ARTIFACTS", REPO_ROOT / ".local" / "e2e")) / driver
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,10 +42,10 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def deployment(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[Deployment]:
     driver = request.config.getoption("--driver")
-    # Inside the artifacts folder: the servers' logs stay for diagnosis (CI uploads them).
-    workdir = artifacts / "work"
+    workdir = REPO_ROOT / ".local" / "e2e-work" / driver
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir()
+    workdir.mkdir(parents=True)
+    tag = os.environ.get("TAG") or "latest"
     if driver == "processes":
         from platform_devkit.e2e.processes import ProcessesDeployment
 
@@ -54,25 +55,40 @@ def deployment(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[Depl
 
         if reason := docker_available():
             pytest.skip(f"containers driver: {reason}")
-        platform = ContainersDeployment(workdir, progress, tag=os.environ.get("TAG", "latest"))
+        platform = ContainersDeployment(workdir, progress, tag=tag)
     else:
         from platform_devkit.e2e.kind import KindDeployment, kind_available
 
         if reason := kind_available():
             pytest.skip(f"kind driver: {reason}")
-        platform = KindDeployment(workdir, progress, tag=os.environ.get("TAG", "latest"))
+        platform = KindDeployment(workdir, progress, tag=tag)
+    platform.artifacts = artifacts
+    progress(f"{driver} driver, image tag {tag}, artifacts in {artifacts}")
 
-    # A session-scoped fixture: one deployment for the whole body, started once.
+    def write_diagnostics() -> None:
+        report = platform.diagnostics()
+        (artifacts / "diagnostics.txt").write_text(report)
+        progress(f"diagnostics written to {artifacts / 'diagnostics.txt'}")
+        print(report[-20000:], file=sys.stderr)
+
+    # A session-scoped fixture: one deployment for the whole body, started once. Diagnostics
+    # when a test failed, and when the deployment itself did not come up.
     failed_before = request.session.testsfailed
-    with platform:
-        try:
-            yield platform
-        finally:
-            if request.session.testsfailed > failed_before:
-                report = platform.diagnostics()
-                (artifacts / "diagnostics.txt").write_text(report)
-                progress(f"diagnostics written to {artifacts / 'diagnostics.txt'}")
-                print(report[-20000:], file=sys.stderr)
+    try:
+        with platform:
+            try:
+                yield platform
+            finally:
+                if request.session.testsfailed > failed_before:
+                    write_diagnostics()
+    except Exception:
+        write_diagnostics()
+        raise
+    finally:
+        # The servers' logs (processes, containers) go with the artifacts; their state stays.
+        logs = workdir / "logs"
+        if logs.is_dir():
+            shutil.copytree(logs, artifacts / "logs", dirs_exist_ok=True)
 
 
 SHOP_KEYS = ["raw/customers", "raw/products", "raw/orders", "raw/order_items"]

@@ -149,8 +149,9 @@ def test_bad_settings_stop_before_anything_runs_naming_the_variable(args, messag
 def test_kind_deploy_renders_every_release_it_installs_with_the_arguments_it_passes(
     official_charts,
 ):
-    settings = plan.Settings(tag=TAG, overlay="kind", kube_context=KIND_CONTEXT,
-                             charts=official_charts)  # fmt: skip
+    settings = plan.Settings(
+        tag=TAG, overlay="kind", kube_context=KIND_CONTEXT, charts=official_charts
+    )
     installs = [step for step in plan.steps("kind", settings) if step.release is not None]
     rendered = {}
     for step in installs:
@@ -208,3 +209,66 @@ def test_kubectl_and_kind_versions_match_the_cluster_and_the_workflow():
     assert kind_version in plan.KIND_CONFIG.read_text()
     assert [step["with"]["version"] for step in kind_steps] == [kind_version]
     assert all(step["with"]["install_only"] is True for step in kind_steps)
+
+
+# -- the kind deployment fits the GitHub runner it runs on ----------------------------------------
+RUNNER_CPU_MILLICORES = 4000
+RUNNER_MEMORY_MIB = 16 * 1024
+# What the node needs besides our pods: the kind control plane and its add-ons (requests of
+# about 1 CPU), the container runtime, the kernel and the image builds' page cache.
+RESERVED_CPU_MILLICORES = 1000
+RESERVED_MEMORY_MIB = 3 * 1024
+
+
+def millicores(quantity: str) -> float:
+    return float(quantity[:-1]) if quantity.endswith("m") else float(quantity) * 1000
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    return float(quantity) / 2**20
+
+
+def pod_resources(spec: dict) -> tuple[float, float, float]:
+    """(CPU requested, memory requested, memory limit) of a pod's long-running containers."""
+    cpu = memory = limit = 0.0
+    for container in spec["containers"]:
+        resources = container.get("resources") or {}
+        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+        cpu += millicores(requests.get("cpu", "0"))
+        memory += mebibytes(requests.get("memory", "0"))
+        assert "memory" in limits, f"{container['name']} has no memory limit"
+        limit += mebibytes(limits["memory"])
+    return cpu, memory, limit
+
+
+def test_kind_deployment_with_its_concurrent_runs_fits_a_standard_github_runner(
+    deployment_renders,
+):
+    renders = deployment_renders["kind"]
+    totals = [0.0, 0.0, 0.0]
+    for docs in renders.values():
+        for doc in docs:
+            if doc["kind"] in {"Deployment", "StatefulSet"}:
+                replicas = doc["spec"].get("replicas", 1)
+                for i, value in enumerate(pod_resources(doc["spec"]["template"]["spec"])):
+                    totals[i] += replicas * value
+    instance = next(
+        d
+        for d in renders[chartkit.SYSTEM_RELEASE]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-instance")
+    )
+    coordinator = yaml.safe_load(instance["data"]["dagster.yaml"])["run_coordinator"]["config"]
+    runs = coordinator["max_concurrent_runs"]
+    # Each run pod gets its code server's resources (includeConfigInLaunchedRuns).
+    per_location = [pod_resources({"containers": [loc.deployment]}) for loc in LOCATIONS]
+    run = [max(values) for values in zip(*per_location, strict=True)]
+    cpu, memory, limit = (total + runs * one for total, one in zip(totals, run, strict=True))
+
+    assert runs >= 2, "the end-to-end body needs runs side by side"
+    assert cpu <= RUNNER_CPU_MILLICORES - RESERVED_CPU_MILLICORES, cpu
+    assert memory <= (RUNNER_MEMORY_MIB - RESERVED_MEMORY_MIB) / 2, memory
+    assert limit <= RUNNER_MEMORY_MIB - RESERVED_MEMORY_MIB, f"memory limits sum to {limit} MiB"

@@ -2,9 +2,9 @@
 lock) launches one run per location with our run launcher settings and that location's
 container context, against a stand-in for the Kubernetes API that only records the Job.
 
-Where the official charts can be pulled, both inputs come from their real render (the
-instance ConfigMap and the code server's DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT); elsewhere
-they are read from our values the way the charts pass them on."""
+Where the configured chart repository answers, both inputs come from the official charts' real
+render (the instance ConfigMap and the code server's DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT);
+elsewhere they are read from our values the way the charts pass them on."""
 
 import json
 
@@ -13,6 +13,7 @@ import dagster as dg
 import kubernetes
 import pytest
 import yaml
+from conftest import official_charts_or_none
 from dagster._config import process_config
 from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.launcher import LaunchRunContext
@@ -97,9 +98,9 @@ def container_context_from_values(location: chartkit.Location) -> dict:
 
 
 @pytest.fixture(scope="module")
-def inputs(request, official_charts) -> dict:
+def inputs(request) -> dict:
     """(launcher config, container context per location, where they came from)."""
-    if official_charts.source == "pulled":
+    if official_charts_or_none() is not None:
         renders = request.getfixturevalue("official_renders")
         instance = next(
             d

@@ -2,12 +2,13 @@
 like production, and a clean warehouse and demo shop per test that asks for them.
 
 Registered through the `pytest11` entry point, so location tests and cross-location tests
-share one server. Tests always use their own embedded server in a temporary folder, never the
-`make dev` one and never a server PGHOST names.
+share one server. Tests always use their own embedded server in a folder of their own
+(.local/pytest/session-*), never the `make dev` one and never a server PGHOST names.
 """
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from platform_devkit.bootstrap import bootstrap
 from platform_devkit.instance import write_instance
 from platform_devkit.local import LocalPlatform
+from platform_devkit.paths import state_dir
 from platform_devkit.settings import ROLES
 from platform_devkit.shop.generator import SIZES, Delivery, ShopSource
 
@@ -113,18 +115,26 @@ def _keep_working_directory(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def test_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformUnderTest]:
-    """One embedded PostgreSQL for the session, bootstrapped, with a Dagster home."""
-    state = tmp_path_factory.mktemp("platform")
+def test_platform() -> Iterator[PlatformUnderTest]:
+    """One embedded PostgreSQL for the session, bootstrapped, with a Dagster home.
+
+    Its data lives in a folder of its own under the repository's git-ignored state
+    (.local/pytest/), not under pytest's temporary root: run as root, the server runs as another
+    user, and a second pytest session on the machine resets /tmp/pytest-of-<user> to mode 0700,
+    which would cut the first session's server off from its own data."""
+    parent = state_dir() / "pytest"
+    parent.mkdir(parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix="session-", dir=parent))
     platform = LocalPlatform(state=state, environ=_scrubbed_environ(), progress=lambda _: None)
-    platform.start_postgres()
-    env = platform.env()
-    bootstrap(env)
-    write_instance(Path(env["DAGSTER_HOME"]))
     try:
+        platform.start_postgres()
+        env = platform.env()
+        bootstrap(env)
+        write_instance(Path(env["DAGSTER_HOME"]))
         yield PlatformUnderTest(platform)
     finally:
         platform.stop_postgres()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _clean_with_env(

@@ -44,7 +44,10 @@ class Deployment(abc.ABC):
     webserver_url: str
 
     def __init__(self, workdir: Path, progress: Callable[[str], None]) -> None:
+        # workdir: the deployment's state (databases, credentials); never uploaded.
+        # artifacts: logs, screenshots and diagnostics, which CI uploads (set by the caller).
         self.workdir = workdir
+        self.artifacts = workdir
         self.progress = progress
 
     def __enter__(self) -> "Deployment":

@@ -2,17 +2,21 @@
 
 Unless E2E_KIND_REUSE=1 (a cluster already deployed by `make kind-deploy`), it creates the
 cluster, loads the images, creates the Secrets and deploys with the kind overlays, all through
-the Makefile, as the platform team would. It then port-forwards the webserver and PostgreSQL,
-seeds the demo shop through the port-forward and puts the payment files on the landing volume
-through the ingestion code server's pod. It deletes the cluster at the end unless
-E2E_KIND_KEEP=1. Diagnostics on failure: events, pods, describe, logs of every pod.
+the Makefile, as the platform team would. It then forwards the webserver and PostgreSQL to
+local ports (supervised: each forward is waited for until it answers and restarted when it
+drops, e.g. when a rollout replaces the pod behind it), seeds the demo shop through the forward
+and puts the payment files on the landing volume through the ingestion code server's pod. It
+deletes the cluster at the end unless E2E_KIND_KEEP=1. Diagnostics on failure:
+infra/kind/diagnostics.sh (objects, events, every container's logs, helm releases, kind logs).
 """
 
 import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +56,57 @@ path.write_bytes(sys.stdin.buffer.read())
 """
 
 
+class PortForward:
+    """`kubectl port-forward` to a Service on a fixed local port, kept alive: started again
+    whenever it exits (kubectl ends a forward when the pod behind it goes away)."""
+
+    def __init__(self, target: str, remote: int, progress: Callable[[str], None]) -> None:
+        self.target, self.remote, self.progress = target, remote, progress
+        self.local = free_port()
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+
+    def _spawn(self) -> None:
+        self.process = subprocess.Popen(
+            ["kubectl", "--context", CONTEXT, "--namespace", NAMESPACE, "port-forward",
+             "--address", "127.0.0.1", self.target, f"{self.local}:{self.remote}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.local), timeout=2).close()
+        except OSError:
+            return False
+        return True
+
+    def start(self, timeout: float = 120) -> int:
+        self._spawn()
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self.process.poll() is not None:
+                self._spawn()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"port-forward to {self.target} never answered")
+            time.sleep(1)
+        self._watcher.start()
+        return self.local
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1):
+            if self.process.poll() is not None:
+                self.restarts += 1
+                self.progress(f"port-forward to {self.target} dropped; restarting it")
+                self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.process is not None:
+            self.process.terminate()
+
+
 def kind_available() -> str | None:
     """None when kind, kubectl, helm and Docker are usable, else what is missing."""
     for tool in ("kind", "kubectl", "helm", "docker"):
@@ -71,7 +126,7 @@ class KindDeployment(Deployment):
     def __init__(self, workdir: Path, progress: Callable[[str], None], tag: str) -> None:
         super().__init__(workdir, progress)
         self.tag = tag
-        self.forwards: list[subprocess.Popen] = []
+        self.forwards: list[PortForward] = []
         self.admin: dict[str, str] = {}
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -95,11 +150,18 @@ class KindDeployment(Deployment):
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
     def pod(self, location: str) -> str:
-        """The running pod of a location's code server (label set by dagster-user-deployments)."""
-        return self.kubectl(
-            "get", "pods", "-l", f"deployment={location}", "--field-selector=status.phase=Running",
-            "-o", "jsonpath={.items[0].metadata.name}",
-        ).decode()  # fmt: skip
+        """The serving pod of a location's code server (label set by dagster-user-deployments):
+        Ready and not terminating, the newest one during a rollout."""
+        pods = json.loads(self.kubectl("get", "pods", "-l", f"deployment={location}", "-o", "json"))
+        serving = [
+            p for p in pods["items"]
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in p["status"].get("conditions") or [])
+        ]  # fmt: skip
+        if not serving:
+            raise RuntimeError(f"no Ready pod of the {location} code server")
+        return max(serving, key=lambda p: p["metadata"]["creationTimestamp"])["metadata"]["name"]
 
     def python_in(self, location: str, script: str, *args: str, input: bytes | None = None):
         return self.kubectl(
@@ -107,15 +169,9 @@ class KindDeployment(Deployment):
         )
 
     def port_forward(self, target: str, remote: int) -> int:
-        local = free_port()
-        process = subprocess.Popen(
-            ["kubectl", "--context", CONTEXT, "--namespace", NAMESPACE, "port-forward",
-             target, f"{local}:{remote}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.forwards.append(process)
-        time.sleep(2)
-        return local
+        forward = PortForward(target, remote, self.progress)
+        self.forwards.append(forward)
+        return forward.start()
 
     def deployment_of(self, location: str) -> str:
         return self.kubectl(
@@ -159,8 +215,8 @@ class KindDeployment(Deployment):
         self.progress(f"seeded the shop and put {len(list(landing.iterdir()))} payment files")
 
     def __exit__(self, *exc) -> None:
-        for process in self.forwards:
-            process.terminate()
+        for forward in self.forwards:
+            forward.stop()
         if os.environ.get("E2E_KIND_KEEP") != "1" and os.environ.get("E2E_KIND_REUSE") != "1":
             self.make("kind-down")
 
@@ -214,8 +270,8 @@ class KindDeployment(Deployment):
             ["docker", "tag", f"{REGISTRY}/{name}:{self.tag}", f"{REGISTRY}/{name}:{new_tag}"],
             check=True,
         )
-        self.make("kind-load-one", LOCATION=name, TAG=new_tag)
-        self.make("deploy-location", LOCATION=name, TAG=new_tag)
+        self.make("kind-load", LOCATION=name, TAG=new_tag)
+        self.make("deploy-location", LOCATION=name, TAG=new_tag, OVERLAY="kind")
         image = self.kubectl(
             "get", f"deployment/{self.deployment_of(name)}",
             "-o", "jsonpath={.spec.template.spec.containers[0].image}",
@@ -246,17 +302,14 @@ class KindDeployment(Deployment):
         assert seen == set(location_names()), f"run Jobs only for {seen}"
 
     def diagnostics(self) -> str:
-        sections = []
-        for title, args in (
-            ("events", ["get", "events", "--sort-by=.lastTimestamp"]),
-            ("pods", ["get", "pods", "-o", "wide"]),
-            ("jobs", ["get", "jobs"]),
-            ("describe pods", ["describe", "pods"]),
-        ):
-            output = self.kubectl(*args, check=False).decode(errors="replace")
-            sections.append(f"--- {title} ---\n{output}")
-        pods = self.kubectl("get", "pods", "-o", "name", check=False).decode().split()
-        for pod in pods:
-            logs = self.kubectl("logs", pod, "--all-containers", "--tail=200", check=False)
-            sections.append(f"--- logs {pod} ---\n{logs.decode(errors='replace')}")
-        return "\n\n".join(sections)
+        """infra/kind/diagnostics.sh into the artifacts folder; its summary as the report."""
+        folder = self.artifacts / "cluster"
+        result = subprocess.run(
+            ["bash", str(REPO_ROOT / "infra" / "kind" / "diagnostics.sh"), str(folder)],
+            env={**os.environ, "NAMESPACE": NAMESPACE, "KUBE_CONTEXT": CONTEXT,
+                 "KIND_CLUSTER": CLUSTER},
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        summary = folder / "SUMMARY.txt"
+        listing = summary.read_text() if summary.exists() else ""
+        return f"{result.stdout}{result.stderr}{listing}"
