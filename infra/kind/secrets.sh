@@ -98,7 +98,7 @@ if [[ $list -eq 1 ]]; then
 fi
 
 if ! kube get namespace "$NAMESPACE" >/dev/null 2>&1; then
-  echo "secrets.sh: namespace $NAMESPACE does not exist (make namespace creates it)" >&2
+  echo "secrets.sh: namespace $NAMESPACE does not exist (make secrets or make deploy creates it)" >&2
   exit 1
 fi
 patch="$(mktemp)"

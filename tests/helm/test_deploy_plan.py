@@ -195,7 +195,8 @@ def test_kind_node_image_is_pinned_by_digest_to_the_validated_kubernetes_version
 
 def test_kubectl_and_kind_versions_match_the_cluster_and_the_workflow():
     tools = (chartkit.REPO / "infra" / "helm" / "install-tools.sh").read_text()
-    (kubectl,) = re.findall(r'^KUBECTL_VERSION="v(\d+\.\d+)\.\d+"', tools, re.MULTILINE)
+    (pinned,) = re.findall(r'^KUBECTL_VERSION="(v[\d.]+)"', tools, re.MULTILINE)
+    kubectl = pinned[1:].rsplit(".", 1)[0]
     kind_version = chartkit.make_variable("KIND_VERSION", chartkit.REPO / "mk" / "kind.mk")
     workflow = chartkit.load_yaml(chartkit.REPO / ".github" / "workflows" / "e2e-kind.yml")
     kind_steps = [
@@ -209,6 +210,7 @@ def test_kubectl_and_kind_versions_match_the_cluster_and_the_workflow():
     assert kind_version in plan.KIND_CONFIG.read_text()
     assert [step["with"]["version"] for step in kind_steps] == [kind_version]
     assert all(step["with"]["install_only"] is True for step in kind_steps)
+    assert [step["with"]["kubectl_version"] for step in kind_steps] == [pinned]
 
 
 # -- the kind deployment fits the GitHub runner it runs on ----------------------------------------

@@ -66,7 +66,11 @@ if args[:3] == ["create", "secret", "generic"]:
 if args[:2] == ["apply", "-f"]:
     import yaml
     doc = yaml.safe_load(sys.stdin)
-    secrets[doc["metadata"]["name"]] = doc["data"]
+    if doc["kind"] == "Namespace":
+        state["namespaces"].append(doc["metadata"]["name"])
+        state.setdefault("labels", {})[doc["metadata"]["name"]] = doc["metadata"]["labels"]
+    else:
+        secrets[doc["metadata"]["name"]] = doc["data"]
     save()
     sys.exit(0)
 if args[:2] == ["patch", "secret"]:
@@ -207,7 +211,7 @@ def test_a_missing_namespace_stops_the_script_with_a_hint(cluster):
     result = cluster(namespace="elsewhere")
 
     assert result.returncode == 1
-    assert "make namespace" in result.stderr
+    assert "make secrets or make deploy creates it" in result.stderr
     assert cluster.secrets() == {}
 
 
