@@ -67,17 +67,27 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
+def _run(argv: tuple[str, ...], **kwargs) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, text=True, cwd=REPO_ROOT, check=False, **kwargs)
+    except FileNotFoundError:
+        hint = "make tools installs helm and kubectl" if argv[0] in {"helm", "kubectl"} else ""
+        raise SystemExit(
+            f"deploy: {argv[0]} is not installed{'; ' + hint if hint else ''}"
+        ) from None
+
+
 def run(step: Step) -> None:
     if step.unless:
-        listed = subprocess.run(step.unless, capture_output=True, text=True, check=False)
+        listed = _run(step.unless, capture_output=True)
         if step.unless_line in listed.stdout.splitlines():
             say(f"{step.title}: already there")
             return
     say(step.title)
+    if not step.stdin:
+        print(f"    {step.shell()}", flush=True)
     env = {**os.environ, **dict(step.env)} if step.env else None
-    result = subprocess.run(
-        step.argv, input=step.stdin or None, text=True, env=env, cwd=REPO_ROOT, check=False
-    )
+    result = _run(step.argv, input=step.stdin or None, env=env)
     if result.returncode != 0:
         hint = ""
         if step.release is not None:
@@ -95,9 +105,7 @@ def diff(settings: Settings, location: str, out: Path | None) -> None:
     folder = out or state_dir() / "deploy" / (settings.kube_context or "current-context")
     folder.mkdir(parents=True, exist_ok=True)
     for release in selected:
-        rendered = subprocess.run(
-            release.template(settings), capture_output=True, text=True, cwd=REPO_ROOT, check=False
-        )
+        rendered = _run(tuple(release.template(settings)), capture_output=True)
         if rendered.returncode != 0:
             raise SystemExit(
                 f"deploy-diff: helm template {release.name} failed:\n{rendered.stderr}"
@@ -106,11 +114,9 @@ def diff(settings: Settings, location: str, out: Path | None) -> None:
         target.write_text(rendered.stdout)
         say(f"{release.name}: {target} ({rendered.stdout.count(chr(10) + 'kind: ')} objects)")
     context = ["--context", settings.kube_context] if settings.kube_context else []
-    probe = subprocess.run(
-        ["kubectl", *context, "get", "namespace", settings.namespace],
+    probe = _run(
+        ("kubectl", *context, "--request-timeout=10s", "get", "namespace", settings.namespace),
         capture_output=True,
-        text=True,
-        check=False,
     )
     if probe.returncode != 0:
         reason = (probe.stderr.strip().splitlines() or ["no answer"])[-1]
@@ -122,17 +128,9 @@ def diff(settings: Settings, location: str, out: Path | None) -> None:
     for release in selected:
         say(f"kubectl diff {release.name}")
         # kubectl diff: 0 no change, 1 changes shown, >1 an error.
-        result = subprocess.run(
-            [
-                "kubectl",
-                *context,
-                "--namespace",
-                settings.namespace,
-                "diff",
-                "-f",
-                str(folder / f"{release.name}.yaml"),
-            ],
-            check=False,
+        target = str(folder / f"{release.name}.yaml")
+        result = _run(
+            ("kubectl", *context, "--namespace", settings.namespace, "diff", "-f", target)
         )
         if result.returncode > 1:
             raise SystemExit(f"deploy-diff: kubectl diff of {release.name} failed")
