@@ -50,7 +50,9 @@ run: setup ## Headless: materialise every asset of every location in order, prin
 	@$(UV) run --frozen devkit run
 
 .PHONY: test
-test: setup tools ## Unit and integration tests on an embedded PostgreSQL (needs only Python)
+test: setup ## Unit, integration and chart tests on an embedded PostgreSQL (needs Python; installs helm)
+	@infra/helm/install-tools.sh $(TOOLS_BIN) \
+		|| echo "==> helm and kubectl are not installed (above): the chart tests will skip"
 	@echo "==> pytest (unit + integration)"
 	@$(UV) run --frozen pytest -m "not docker and not kind and not e2e" --durations=10
 

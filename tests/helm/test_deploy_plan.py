@@ -34,8 +34,10 @@ def make(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def printed_plan(*args: str) -> list[str]:
-    """The commands a make target would run: what it prints with DRY_RUN=1, comments dropped."""
-    out = make(*args, "DRY_RUN=1").stdout
+    """The commands a make target would run: what it prints with DRY_RUN (1 unless given),
+    comments dropped."""
+    dry = [] if any(a.startswith("DRY_RUN=") for a in args) else ["DRY_RUN=1"]
+    out = make(*args, *dry).stdout
     return [line for line in out.splitlines() if line and not line.startswith(("#", "==>"))]
 
 
@@ -75,6 +77,8 @@ def test_make_deploy_prints_the_plan_platform_then_system_then_every_location():
     ]
     assert lines[0].endswith("kubectl apply -f -")
     assert '"pod-security.kubernetes.io/enforce":"restricted"' in lines[0]
+    # An existing namespace that enforces it already is left alone (no cluster-wide rights).
+    assert lines[0].startswith("kubectl get namespace data-platform -o 'jsonpath=")
     for argv in installs:
         assert argv[argv.index("--namespace") + 1] == "data-platform"
         assert "--values" in argv
@@ -83,17 +87,19 @@ def test_make_deploy_prints_the_plan_platform_then_system_then_every_location():
 def test_make_kind_deploy_prints_cluster_loads_secrets_then_every_release_with_kind_overlays():
     lines = printed_plan("kind-deploy", f"TAG={TAG}")
     steps = planned("kind", tag=TAG, overlay="kind", kube_context=KIND_CONTEXT)
-    loads = [shlex.split(line) for line in lines if line.startswith("kind load")]
+    programs = [step.argv[0] if "secrets.sh" not in step.argv[-1] else "secrets" for step in steps]
+    saves = [step.argv for step in steps if step.argv[:2] == ("docker", "save")]
+    loads = [step.argv for step in steps if step.argv[:2] == ("kind", "load")]
 
     assert lines == [step.shell() for step in steps]
-    assert lines[0].startswith("kind get clusters | grep -qxF data-platform || kind create")
+    assert lines[0].startswith("kind get clusters 2>/dev/null | grep -qxF data-platform || kind")
     assert "--config infra/kind/cluster.yaml" in lines[0]
-    assert [argv[-1] for argv in loads] == [f"data-platform/{loc.name}:{TAG}" for loc in LOCATIONS]
-    order = [line.split()[0] if not line.startswith("NAMESPACE=") else "secrets" for line in lines]
-    assert order.index("secrets") < order.index("helm")
-    assert max(i for i, line in enumerate(lines) if line.startswith("kind load")) < order.index(
-        "printf"
-    )
+    assert [argv[-1] for argv in saves] == [f"data-platform/{loc.name}:{TAG}" for loc in LOCATIONS]
+    assert [argv[3] for argv in saves] == [argv[-1] for argv in loads]
+    assert all(argv[:4] == ("kind", "load", "image-archive", "--name") for argv in loads)
+    last_load = max(i for i, program in enumerate(programs) if program == "kind")
+    namespace = programs.index("kubectl")
+    assert 0 < last_load < namespace < programs.index("secrets") < programs.index("helm")
     assert "KUBE_CONTEXT=kind-data-platform" in next(line for line in lines if "secrets.sh" in line)
     for argv in helm_lines(lines):
         assert argv[argv.index("--kube-context") + 1] == KIND_CONTEXT
@@ -134,8 +140,19 @@ def test_the_system_and_every_location_wait_and_roll_back_the_platform_is_gated_
         (["deploy", "TAG=a b"], "TAG='a b' is not a valid image tag"),
         (["deploy", "TAG=x", "OVERLAY=knd"], "OVERLAY=knd: no values-knd.yaml"),
         (["deploy", "TAG=x", "NAMESPACE=Data_Platform"], "NAMESPACE='Data_Platform'"),
+        (["deploy", "TAG=x", "NAMESPACE="], "NAMESPACE=''"),
+        (["deploy", "TAG=x", "REGISTRY=Registry/"], "REGISTRY='Registry/'"),
     ],
-    ids=["unknown-location", "no-location", "no-tag", "bad-tag", "misspelt-overlay", "bad-ns"],
+    ids=[
+        "unknown-location",
+        "no-location",
+        "no-tag",
+        "bad-tag",
+        "misspelt-overlay",
+        "bad-ns",
+        "empty-ns",
+        "bad-registry",
+    ],
 )
 def test_bad_settings_stop_before_anything_runs_naming_the_variable(args, message):
     result = make(*args, "DRY_RUN=1", check=False)
@@ -167,11 +184,11 @@ def test_kind_deploy_renders_every_release_it_installs_with_the_arguments_it_pas
 
 
 def test_deploy_diff_writes_every_release_it_would_apply_and_says_no_cluster_answered(
-    official_charts,
+    official_charts, tmp_path
 ):
     context = "no-such-context"
-    result = make("deploy-diff", f"TAG={TAG}", f"KUBE_CONTEXT={context}")
-    out = chartkit.REPO / ".local" / "deploy" / context
+    out = tmp_path / "preview"
+    result = make("deploy-diff", f"TAG={TAG}", f"KUBE_CONTEXT={context}", f"DIFF_OUT={out}")
     settings = plan.Settings(tag=TAG, kube_context=context, charts=official_charts)
 
     assert sorted(p.stem for p in out.glob("*.yaml")) == sorted(
@@ -181,6 +198,21 @@ def test_deploy_diff_writes_every_release_it_would_apply_and_says_no_cluster_ans
     for release in plan.releases(settings):
         docs = [d for d in yaml.safe_load_all((out / f"{release.name}.yaml").read_text()) if d]
         assert docs == chartkit.render_release(release, settings), release.name
+
+
+def test_migrate_adds_the_storage_migration_to_the_system_release_only():
+    installs = helm_lines(printed_plan("deploy", f"TAG={TAG}", "MIGRATE=1"))
+    plain = helm_lines(printed_plan("deploy", f"TAG={TAG}"))
+
+    assert [("migrate.enabled=true" in argv) for argv in installs] == [
+        argv[3] == "dagster" for argv in installs
+    ]
+    assert not any("migrate.enabled=true" in argv for argv in plain)
+
+
+def test_any_dry_run_value_but_0_prints_instead_of_deploying():
+    for value in ("1", "true", "yes"):
+        assert printed_plan("deploy", f"TAG={TAG}", f"DRY_RUN={value}")[0].startswith("kubectl get")
 
 
 # -- the kind cluster and the tools are pinned to the validated Kubernetes version ---------------
@@ -197,7 +229,7 @@ def test_kubectl_and_kind_versions_match_the_cluster_and_the_workflow():
     tools = (chartkit.REPO / "infra" / "helm" / "install-tools.sh").read_text()
     (pinned,) = re.findall(r'^KUBECTL_VERSION="(v[\d.]+)"', tools, re.MULTILINE)
     kubectl = pinned[1:].rsplit(".", 1)[0]
-    kind_version = chartkit.make_variable("KIND_VERSION", chartkit.REPO / "mk" / "kind.mk")
+    kind_version = plan.KIND_VERSION
     workflow = chartkit.load_yaml(chartkit.REPO / ".github" / "workflows" / "e2e-kind.yml")
     kind_steps = [
         step

@@ -5,6 +5,7 @@ Kubernetes objects; and the Kubernetes parts of the values checked as the pods t
 
 import functools
 import http.server
+import json
 import re
 import subprocess
 import threading
@@ -338,6 +339,15 @@ def local_chart_repository(helm_available, tmp_path, monkeypatch):
         (folder / "templates").mkdir(parents=True)
         (folder / "Chart.yaml").write_text(f"apiVersion: v2\nname: {chart}\nversion: 9.9.9\n")
         (folder / "values.yaml").write_text(f"origin: {chart}\n")
+        (folder / "values.schema.json").write_text(
+            json.dumps(
+                {
+                    "properties": {
+                        "pod": {"$ref": "https://schemas.example.com/k8s/v1.32.0/pod.json"}
+                    }
+                }
+            )
+        )
         result = chartkit.helm("package", str(folder), "--destination", str(packages))
         assert result.returncode == 0, result.stderr
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(packages))
@@ -351,13 +361,17 @@ def local_chart_repository(helm_available, tmp_path, monkeypatch):
     server.server_close()
 
 
+def pull(url: str, version: str = "9.9.9") -> charts.OfficialCharts:
+    return charts.ensure_pulled(charts.official_charts(url, version), chartkit.helm_binary())
+
+
 def test_charts_are_pulled_from_the_configured_repository_into_the_cache(local_chart_repository):
     url, _ = local_chart_repository
 
-    pulled = charts.ensure_pulled(charts.official_charts(url, "9.9.9"), chartkit.helm_binary())
+    pulled = pull(url)
 
     assert pulled.present
-    assert pulled.folder == charts.cache_dir("9.9.9")
+    assert pulled.folder == charts.cache_dir("9.9.9", url)
     assert yaml.safe_load((pulled.system / "values.yaml").read_text()) == {"origin": "dagster"}
     assert yaml.safe_load((pulled.user / "values.yaml").read_text()) == {
         "origin": "dagster-user-deployments"
@@ -367,32 +381,80 @@ def test_charts_are_pulled_from_the_configured_repository_into_the_cache(local_c
 
 def test_a_pulled_version_is_reused_without_asking_the_repository(local_chart_repository):
     url, server = local_chart_repository
-    charts.ensure_pulled(charts.official_charts(url, "9.9.9"), chartkit.helm_binary())
+    pull(url)
     server.shutdown()
 
-    again = charts.ensure_pulled(charts.official_charts(url, "9.9.9"), chartkit.helm_binary())
-
-    assert again.present
+    assert pull(url).present
 
 
-def test_another_repository_is_pulled_again_not_mixed_with_the_cache(local_chart_repository):
+def test_another_repository_gets_its_own_copy_and_leaves_the_first_in_place(
+    local_chart_repository,
+):
     url, _ = local_chart_repository
-    charts.ensure_pulled(charts.official_charts(url, "9.9.9"), chartkit.helm_binary())
+    first = pull(url)
     mirror = url.replace("127.0.0.1", "localhost")
 
-    pulled = charts.ensure_pulled(charts.official_charts(mirror, "9.9.9"), chartkit.helm_binary())
+    second = pull(mirror)
 
-    assert (pulled.folder / ".repository").read_text().strip() == mirror
+    assert second.folder != first.folder
+    assert first.present
+    assert (second.folder / ".repository").read_text().strip() == mirror
 
 
-def test_a_version_the_repository_lacks_fails_naming_the_setting(local_chart_repository):
+def test_a_version_the_repository_lacks_is_an_error_not_a_skip(local_chart_repository):
     url, _ = local_chart_repository
 
-    with pytest.raises(charts.ChartsUnavailableError, match="DAGSTER_CHART_REPO") as failure:
-        charts.ensure_pulled(charts.official_charts(url, "0.0.1"), chartkit.helm_binary())
+    with pytest.raises(charts.ChartsError, match="DAGSTER_CHART_REPO") as failure:
+        pull(url, "0.0.1")
 
+    assert not isinstance(failure.value, charts.ChartsUnreachableError)
     assert "0.0.1" in str(failure.value)
-    assert not charts.cache_dir("0.0.1").exists()
+    assert not charts.official_charts(url, "0.0.1").present
+
+
+def test_a_repository_that_does_not_answer_is_unreachable(local_chart_repository):
+    url, server = local_chart_repository
+    server.shutdown()
+    server.server_close()
+
+    with pytest.raises(charts.ChartsUnreachableError, match="DAGSTER_CHART_REPO"):
+        pull(url, "9.9.8")
+
+
+def test_a_repository_added_with_helm_repo_add_is_used_by_name(
+    local_chart_repository, tmp_path, monkeypatch
+):
+    url, _ = local_chart_repository
+    monkeypatch.setenv("HELM_REPOSITORY_CONFIG", str(tmp_path / "repositories.yaml"))
+    monkeypatch.setenv("HELM_REPOSITORY_CACHE", str(tmp_path / "repository-cache"))
+    assert chartkit.helm("repo", "add", "company-mirror", url).returncode == 0
+
+    pulled = pull("company-mirror")
+
+    assert yaml.safe_load((pulled.system / "values.yaml").read_text()) == {"origin": "dagster"}
+
+
+def test_schema_references_are_rewritten_to_the_configured_mirror(
+    local_chart_repository, monkeypatch
+):
+    url, _ = local_chart_repository
+    monkeypatch.setenv(
+        "DAGSTER_CHART_SCHEMA_REWRITE",
+        "https://schemas.example.com/k8s=https://mirror.example.internal/k8s",
+    )
+
+    pulled = pull(url)
+
+    schema = (pulled.system / "values.schema.json").read_text()
+    assert "https://mirror.example.internal/k8s/v1.32.0/pod.json" in schema
+    assert pulled.schema_hosts() == {"mirror.example.internal"}
+
+
+def test_a_malformed_schema_rewrite_names_the_variable(monkeypatch):
+    monkeypatch.setenv("DAGSTER_CHART_SCHEMA_REWRITE", "https://only-one-side")
+
+    with pytest.raises(charts.ChartsError, match="DAGSTER_CHART_SCHEMA_REWRITE"):
+        charts.schema_rewrite()
 
 
 def test_the_chart_repository_defaults_to_dagsters_and_is_a_setting():

@@ -3,7 +3,8 @@ like production, and a clean warehouse and demo shop per test that asks for them
 
 Registered through the `pytest11` entry point, so location tests and cross-location tests
 share one server. Tests always use their own embedded server in a folder of their own
-(.local/pytest/session-*), never the `make dev` one and never a server PGHOST names.
+(platform-test-* in the temporary folder), never the `make dev` one and never a server
+PGHOST names.
 """
 
 import os
@@ -19,7 +20,6 @@ import pytest
 from platform_devkit.bootstrap import bootstrap
 from platform_devkit.instance import write_instance
 from platform_devkit.local import LocalPlatform
-from platform_devkit.paths import state_dir
 from platform_devkit.settings import ROLES
 from platform_devkit.shop.generator import SIZES, Delivery, ShopSource
 
@@ -118,13 +118,12 @@ def _keep_working_directory(request: pytest.FixtureRequest) -> Iterator[None]:
 def test_platform() -> Iterator[PlatformUnderTest]:
     """One embedded PostgreSQL for the session, bootstrapped, with a Dagster home.
 
-    Its data lives in a folder of its own under the repository's git-ignored state
-    (.local/pytest/), not under pytest's temporary root: run as root, the server runs as another
-    user, and a second pytest session on the machine resets /tmp/pytest-of-<user> to mode 0700,
-    which would cut the first session's server off from its own data."""
-    parent = state_dir() / "pytest"
-    parent.mkdir(parents=True, exist_ok=True)
-    state = Path(tempfile.mkdtemp(prefix="session-", dir=parent))
+    Its data lives in a folder of its own directly in the system's temporary folder
+    (platform-test-*), not under pytest's temporary root: run as root, the server runs as
+    another user, and a second pytest session on the machine resets /tmp/pytest-of-<user> to
+    mode 0700, which would cut the first session's server off from its own data. No other
+    session touches this folder, and its parent (/tmp) needs no permission change."""
+    state = Path(tempfile.mkdtemp(prefix="platform-test-"))
     platform = LocalPlatform(state=state, environ=_scrubbed_environ(), progress=lambda _: None)
     try:
         platform.start_postgres()

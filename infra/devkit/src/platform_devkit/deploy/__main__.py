@@ -1,20 +1,40 @@
 """`python -m platform_devkit.deploy`: run, print or preview a deployment (the Makefile's
 deploy targets call it; docs/deploy.md explains each).
 
-    python -m platform_devkit.deploy [settings] {all,platform,system,location,kind} [--dry-run]
+    python -m platform_devkit.deploy [settings] {all,platform,system,location,secrets,
+                                                 kind,kind-up,kind-load} [--dry-run]
     python -m platform_devkit.deploy [settings] diff [--out DIR]
     python -m platform_devkit.deploy [settings] charts
 """
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from platform_devkit.deploy.charts import ChartsUnavailableError, ensure_pulled, official_charts
-from platform_devkit.deploy.plan import TARGETS, PlanError, Settings, Step, releases, steps
+import yaml
+
+from platform_devkit.deploy.charts import ChartsError, ensure_pulled, official_charts
+from platform_devkit.deploy.plan import (
+    KIND_VERSION,
+    TARGETS,
+    PlanError,
+    Release,
+    Settings,
+    Step,
+    releases,
+    steps,
+)
 from platform_devkit.paths import REPO_ROOT, state_dir
+
+INSTALL_HINTS = {
+    "helm": "make tools installs helm and kubectl",
+    "kubectl": "make tools installs helm and kubectl",
+    "kind": f"install kind {KIND_VERSION} (https://kind.sigs.k8s.io/docs/user/quick-start/)",
+    "docker": "make docker-engine installs and starts one",
+}
 
 
 def say(message: str) -> None:
@@ -39,7 +59,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="chart repository of the official charts (default: Dagster's)",
     )
     parser.add_argument("--timeout", default=env("HELM_TIMEOUT", "10m"))
-    parser.add_argument("--atomic", choices=("0", "1"), default=env("HELM_ATOMIC", "1"))
+    parser.add_argument("--atomic", default=env("HELM_ATOMIC", "1"), help="0: no rollback")
+    parser.add_argument("--migrate", default=env("MIGRATE", ""), help="1: migrate storage")
     parser.add_argument("--kind-cluster", default=env("KIND_CLUSTER", "data-platform"))
     parser.add_argument("--location", default=env("LOCATION", ""))
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -61,7 +82,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         registry=args.registry,
         overlay=overlay,
         timeout=args.timeout,
-        atomic=args.atomic == "1",
+        atomic=args.atomic != "0",
+        migrate=args.migrate not in {"", "0"},
         kind_cluster=args.kind_cluster,
         charts=official_charts(repository=args.chart_repo or None),
     )
@@ -71,10 +93,30 @@ def _run(argv: tuple[str, ...], **kwargs) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, text=True, cwd=REPO_ROOT, check=False, **kwargs)
     except FileNotFoundError:
-        hint = "make tools installs helm and kubectl" if argv[0] in {"helm", "kubectl"} else ""
+        hint = INSTALL_HINTS.get(argv[0])
         raise SystemExit(
-            f"deploy: {argv[0]} is not installed{'; ' + hint if hint else ''}"
+            f"deploy: {argv[0]} is not installed{f'; {hint}' if hint else ''}"
         ) from None
+
+
+def announce(settings: Settings, target: str) -> None:
+    """Say which cluster the commands go to (an empty KUBE_CONTEXT is kubectl's current one),
+    and warn when kind is not the release the pinned node image is built for."""
+    if target.startswith("kind"):
+        found = _run(("kind", "version"), capture_output=True).stdout.split()
+        version = found[1] if len(found) > 1 else "unknown"
+        if version != KIND_VERSION:
+            say(
+                f"warning: kind {version}; the node image in infra/kind/cluster.yaml is built "
+                f"for kind {KIND_VERSION}"
+            )
+    if target in {"kind-up", "kind-load"}:
+        return
+    context = settings.kube_context
+    if not context:
+        current = _run(("kubectl", "config", "current-context"), capture_output=True)
+        context = f"{current.stdout.strip() or 'none'} (kubectl's current context)"
+    say(f"cluster {context}, namespace {settings.namespace}")
 
 
 def run(step: Step) -> None:
@@ -86,65 +128,107 @@ def run(step: Step) -> None:
     say(step.title)
     if not step.stdin:
         print(f"    {step.shell()}", flush=True)
+    if step.mkdir:
+        (REPO_ROOT / step.mkdir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dict(step.env)} if step.env else None
     result = _run(step.argv, input=step.stdin or None, env=env)
     if result.returncode != 0:
         hint = ""
         if step.release is not None:
             hint = (
-                f"; `helm status {step.release.name} -n <namespace>` and `helm history` "
+                f"; `helm status {step.release.name}` and `helm history {step.release.name}` "
                 "show what helm kept, `make deploy-diff` what it would apply"
             )
         raise SystemExit(f"deploy: {step.title} failed (exit {result.returncode}){hint}")
 
 
+def _is_hook(doc: dict) -> bool:
+    return "helm.sh/hook" in ((doc.get("metadata") or {}).get("annotations") or {})
+
+
+def _has_helm_diff() -> bool:
+    plugins = _run(("helm", "plugin", "list"), capture_output=True).stdout
+    return any(line.split()[:1] == ["diff"] for line in plugins.splitlines())
+
+
+def _diff_release(settings: Settings, release: Release, rendered: str, folder: Path) -> None:
+    """The helm-diff plugin where installed (it compares with the release helm stored, so it
+    shows deletions too); else `kubectl diff` of the non-hook objects (hooks, such as the
+    bootstrap Job, are replaced on every upgrade and cannot be diffed in place)."""
+    context = ("--kube-context", settings.kube_context) if settings.kube_context else ()
+    if _has_helm_diff():
+        _run(("helm", "diff", "upgrade", "--install", *release.inputs(settings), *context))
+        return
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    hooks = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if _is_hook(d)]
+    if hooks:
+        say(f"{release.name}: hooks, replaced on every upgrade: {', '.join(hooks)}")
+    target = folder / f"{release.name}.objects.yaml"
+    target.write_text(yaml.safe_dump_all([d for d in docs if not _is_hook(d)]))
+    context = ("--context", settings.kube_context) if settings.kube_context else ()
+    # kubectl diff: 0 no change, 1 changes shown, >1 an error.
+    result = _run(
+        ("kubectl", *context, "--namespace", settings.namespace, "diff", "-f", str(target))
+    )
+    target.unlink()
+    if result.returncode > 1:
+        raise SystemExit(f"deploy-diff: kubectl diff of {release.name} failed")
+
+
 def diff(settings: Settings, location: str, out: Path | None) -> None:
     """Render every release the deployment would install into a folder, then, when the cluster
-    answers, `kubectl diff` each render against what runs."""
+    answers, show each one's difference to what runs."""
     selected = releases(settings, "location", location) if location else releases(settings)
     folder = out or state_dir() / "deploy" / (settings.kube_context or "current-context")
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rendered = {}
     for release in selected:
-        rendered = _run(tuple(release.template(settings)), capture_output=True)
-        if rendered.returncode != 0:
-            raise SystemExit(
-                f"deploy-diff: helm template {release.name} failed:\n{rendered.stderr}"
-            )
-        target = folder / f"{release.name}.yaml"
-        target.write_text(rendered.stdout)
-        say(f"{release.name}: {target} ({rendered.stdout.count(chr(10) + 'kind: ')} objects)")
-    context = ["--context", settings.kube_context] if settings.kube_context else []
+        result = _run(tuple(release.template(settings)), capture_output=True)
+        if result.returncode != 0:
+            raise SystemExit(f"deploy-diff: helm template {release.name} failed:\n{result.stderr}")
+        rendered[release.name] = result.stdout
+        (folder / f"{release.name}.yaml").write_text(result.stdout)
+        count = sum(1 for d in yaml.safe_load_all(result.stdout) if d)
+        say(f"{release.name}: {folder / release.name}.yaml ({count} objects)")
+    context = ("--context", settings.kube_context) if settings.kube_context else ()
+    # A namespaced read: deployers with rights in the namespace only can preview too.
     probe = _run(
-        ("kubectl", *context, "--request-timeout=10s", "get", "namespace", settings.namespace),
+        (
+            "kubectl",
+            *context,
+            "--namespace",
+            settings.namespace,
+            "--request-timeout=10s",
+            "get",
+            "serviceaccounts",
+            "-o",
+            "name",
+        ),
         capture_output=True,
     )
     if probe.returncode != 0:
         reason = (probe.stderr.strip().splitlines() or ["no answer"])[-1]
         say(
-            f"no diff against the cluster (namespace {settings.namespace}: {reason}); "
-            f"the renders above are what `make deploy` would apply"
+            f"no diff against the cluster ({reason}); the renders above are what "
+            "`make deploy` would apply"
         )
         return
     for release in selected:
-        say(f"kubectl diff {release.name}")
-        # kubectl diff: 0 no change, 1 changes shown, >1 an error.
-        target = str(folder / f"{release.name}.yaml")
-        result = _run(
-            ("kubectl", *context, "--namespace", settings.namespace, "diff", "-f", target)
-        )
-        if result.returncode > 1:
-            raise SystemExit(f"deploy-diff: kubectl diff of {release.name} failed")
+        say(f"diff {release.name}")
+        _diff_release(settings, release, rendered[release.name], folder)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
-    settings = settings_from(args)
     try:
+        settings = settings_from(args)
         if args.target == "charts":
             ensure_pulled(settings.charts)
+            hosts = ", ".join(sorted(settings.charts.schema_hosts())) or "none"
             say(
                 f"official charts {settings.charts.version} from {settings.charts.repository} "
-                f"in {settings.charts.folder}"
+                f"in {settings.charts.folder}; their values schemas reference: {hosts}"
             )
             return
         if args.target == "diff":
@@ -160,9 +244,10 @@ def main(argv: list[str] | None = None) -> None:
         official = settings.charts.folder
         if any(s.release and s.release.chart.is_relative_to(official) for s in planned):
             ensure_pulled(settings.charts)
+        announce(settings, args.target)
         for step in planned:
             run(step)
-    except (PlanError, ChartsUnavailableError) as error:
+    except (PlanError, ChartsError) as error:
         raise SystemExit(f"deploy: {error}") from None
 
 

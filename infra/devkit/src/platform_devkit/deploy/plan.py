@@ -20,9 +20,17 @@ PLATFORM_CHART = REPO_ROOT / "charts" / "platform"
 SYSTEM_VALUES = REPO_ROOT / "charts" / "dagster"
 KIND_CONFIG = REPO_ROOT / "infra" / "kind" / "cluster.yaml"
 SECRETS_SCRIPT = REPO_ROOT / "infra" / "kind" / "secrets.sh"
+# The kind release whose node image infra/kind/cluster.yaml pins (kind supports a node image
+# only with the release that built it); the e2e-kind workflow installs exactly this version.
+KIND_VERSION = "v0.27.0"
+# Where `kind load` takes images from: `docker save` archives (kind's `load docker-image` fails
+# on engines with the containerd image store, the default from Docker 29).
+KIND_IMAGES = REPO_ROOT / ".local" / "kind-images"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# host[:port]/path of an image repository, without the location's own name.
+REGISTRY_NAME = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 OVERLAY_NAME = re.compile(r"^[a-z0-9][-a-z0-9]*$")
 
 
@@ -42,6 +50,8 @@ class Settings:
     timeout: str = "10m"
     # Roll a failed upgrade back to the last good revision (and remove a failed first install).
     atomic: bool = True
+    # Run Dagster's storage migration Job with the system release (when upgrading Dagster).
+    migrate: bool = False
     kind_cluster: str = "data-platform"
     charts: OfficialCharts = field(default_factory=official_charts)
 
@@ -52,6 +62,8 @@ class Settings:
             raise PlanError("TAG is empty: set the image tag to deploy (make images prints it)")
         if needs_tag and not IMAGE_TAG.match(self.tag):
             raise PlanError(f"TAG={self.tag!r} is not a valid image tag")
+        if not REGISTRY_NAME.match(self.registry):
+            raise PlanError(f"REGISTRY={self.registry!r} is not an image repository prefix")
         if self.overlay and not OVERLAY_NAME.match(self.overlay):
             raise PlanError(f"OVERLAY={self.overlay!r}: use a name such as kind or prod")
         if self.overlay and not any(
@@ -86,7 +98,7 @@ class Release:
     # --atomic, which implies it) would time out on a healthy install.
     wait: bool = True
 
-    def _inputs(self, settings: Settings) -> list[str]:
+    def inputs(self, settings: Settings) -> list[str]:
         args = [self.name, shown(self.chart), "--namespace", settings.namespace]
         for path in self.values:
             args += ["--values", shown(path)]
@@ -95,7 +107,7 @@ class Release:
         return args
 
     def upgrade(self, settings: Settings) -> list[str]:
-        args = ["helm", "upgrade", "--install", *self._inputs(settings)]
+        args = ["helm", "upgrade", "--install", *self.inputs(settings)]
         if settings.kube_context:
             args += ["--kube-context", settings.kube_context]
         args += ["--timeout", settings.timeout]
@@ -106,7 +118,7 @@ class Release:
     def template(self, settings: Settings) -> list[str]:
         """What `upgrade` would apply: the same chart, values and flags, hooks included, no
         `helm test` pods (install does not run them)."""
-        return ["helm", "template", *self._inputs(settings), "--skip-tests"]
+        return ["helm", "template", *self.inputs(settings), "--skip-tests"]
 
 
 def _values(folder: Path, overlay: str) -> tuple[Path, ...]:
@@ -123,7 +135,11 @@ def platform_release(settings: Settings) -> Release:
 
 
 def system_release(settings: Settings) -> Release:
-    return Release(SYSTEM_RELEASE, settings.charts.system, _values(SYSTEM_VALUES, settings.overlay))
+    # The chart's migration Job is a plain Job that helm cannot update in place: set it for the
+    # one upgrade that changes Dagster's storage schema, then deploy again without.
+    sets = (("migrate.enabled", "true"),) if settings.migrate else ()
+    values = _values(SYSTEM_VALUES, settings.overlay)
+    return Release(SYSTEM_RELEASE, settings.charts.system, values, sets)
 
 
 def location_release(settings: Settings, name: str) -> Release:
@@ -175,6 +191,8 @@ class Step:
     unless: tuple[str, ...] = ()
     unless_line: str = ""
     release: Release | None = None
+    # A folder the command writes into, created first.
+    mkdir: str = ""
 
     def shell(self) -> str:
         """The step as one shell line (what `DRY_RUN=1` prints)."""
@@ -183,8 +201,12 @@ class Step:
             line = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env) + " " + line
         if self.stdin:
             line = f"printf '%s\\n' {shlex.quote(self.stdin)} | {line}"
+        if self.mkdir:
+            line = f"mkdir -p {shlex.quote(self.mkdir)} && {line}"
         if self.unless:
-            test = f"{shlex.join(self.unless)} | grep -qxF {shlex.quote(self.unless_line)}"
+            test = (
+                f"{shlex.join(self.unless)} 2>/dev/null | grep -qxF {shlex.quote(self.unless_line)}"
+            )
             line = f"{test} || {line}"
         return line
 
@@ -208,10 +230,15 @@ def namespace_step(settings: Settings) -> Step:
             },
         },
     }
+    # Skipped when the namespace already enforces it: deployers with rights in the namespace
+    # only (no cluster-wide ones) can then deploy.
+    label = "{.metadata.labels.pod-security\\.kubernetes\\.io/enforce}"
     return Step(
         f"namespace {settings.namespace} (pod security: restricted)",
         kubectl(settings, "apply", "-f", "-"),
         stdin=json.dumps(manifest, separators=(",", ":")),
+        unless=kubectl(settings, "get", "namespace", settings.namespace, "-o", f"jsonpath={label}"),
+        unless_line="restricted",
     )
 
 
@@ -257,26 +284,30 @@ def kind_cluster_step(settings: Settings) -> Step:
 
 
 def kind_load_steps(settings: Settings, location: str = "") -> list[Step]:
-    """Every location's image (or one's) into the node: kind nodes pull from no registry."""
+    """Every location's image (or one's) into the node: kind nodes pull from no registry. Each
+    goes through a `docker save` archive, which works with every Docker image store."""
     names = [loc["name"] for loc in locations()]
     if location and location not in names:
         raise PlanError(
             f"LOCATION={location!r} is not a code location (one of: {', '.join(names)})"
         )
-    return [
-        Step(
-            f"kind load {settings.registry}/{name}:{settings.tag}",
-            (
-                "kind",
-                "load",
-                "docker-image",
-                "--name",
-                settings.kind_cluster,
-                f"{settings.registry}/{name}:{settings.tag}",
+    steps = []
+    for name in [location] if location else names:
+        image = f"{settings.registry}/{name}:{settings.tag}"
+        archive = shown(KIND_IMAGES / f"{name}.tar")
+        steps += [
+            Step(
+                f"docker save {image}",
+                ("docker", "save", "--output", archive, image),
+                mkdir=shown(KIND_IMAGES),
             ),
-        )
-        for name in ([location] if location else names)
-    ]
+            Step(
+                f"kind load {image}",
+                ("kind", "load", "image-archive", "--name", settings.kind_cluster, archive),
+            ),
+            Step(f"remove {archive}", ("rm", "-f", archive)),
+        ]
+    return steps
 
 
 TARGETS = ("all", "platform", "system", "location", "secrets", "kind", "kind-up", "kind-load")

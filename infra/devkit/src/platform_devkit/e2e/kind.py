@@ -82,15 +82,22 @@ class PortForward:
             return False
         return True
 
-    def start(self, timeout: float = 120) -> int:
-        self._spawn()
+    def _until_answering(self, timeout: float) -> bool:
+        """Wait until the local port answers, starting kubectl again whenever it exits."""
         deadline = time.monotonic() + timeout
         while not self._answers():
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return False
             if self.process.poll() is not None:
                 self._spawn()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"port-forward to {self.target} never answered")
             time.sleep(1)
+        return True
+
+    def start(self, timeout: float = 120) -> int:
+        self._spawn()
+        if not self._until_answering(timeout):
+            self.stop()
+            raise RuntimeError(f"port-forward to {self.target} never answered in {timeout:.0f}s")
         self._watcher.start()
         return self.local
 
@@ -100,11 +107,20 @@ class PortForward:
                 self.restarts += 1
                 self.progress(f"port-forward to {self.target} dropped; restarting it")
                 self._spawn()
+                if not self._until_answering(120) and not self._stop.is_set():
+                    self.progress(f"port-forward to {self.target} does not answer again yet")
 
     def stop(self) -> None:
         self._stop.set()
-        if self.process is not None:
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=130)
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def kind_available() -> str | None:
@@ -181,6 +197,17 @@ class KindDeployment(Deployment):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "KindDeployment":
+        try:
+            return self._start()
+        except BaseException:
+            self._stop_forwards()
+            raise
+
+    def _stop_forwards(self) -> None:
+        for forward in self.forwards:
+            forward.stop()
+
+    def _start(self) -> "KindDeployment":
         if os.environ.get("E2E_KIND_REUSE") != "1":
             self.make("kind-deploy", TAG=self.tag)
         # The webserver listens on 8080: a non-root process cannot bind a port below 1024.
@@ -215,8 +242,7 @@ class KindDeployment(Deployment):
         self.progress(f"seeded the shop and put {len(list(landing.iterdir()))} payment files")
 
     def __exit__(self, *exc) -> None:
-        for forward in self.forwards:
-            forward.stop()
+        self._stop_forwards()
         if os.environ.get("E2E_KIND_KEEP") != "1" and os.environ.get("E2E_KIND_REUSE") != "1":
             self.make("kind-down")
 
