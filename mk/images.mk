@@ -38,6 +38,13 @@ lint-images: $(HADOLINT) $(SHELLCHECK) ## hadolint the Dockerfiles, shellcheck e
 	@echo "==> shellcheck infra/**/*.sh .ci/run"
 	@$(SHELLCHECK) $$(git ls-files 'infra/*.sh' 'infra/**/*.sh') .ci/run
 
+.PHONY: push-images
+push-images: docker-engine ## Push the built images to REGISTRY (a registry the cluster pulls from): LOCATION= for one
+	@for location in $(or $(LOCATION),$(LOCATIONS)); do \
+		echo "==> docker push $(REGISTRY)/$$location:$(TAG)"; \
+		docker push "$(REGISTRY)/$$location:$(TAG)"; \
+	done
+
 .PHONY: test-image
 test-image: setup image ## One image's container tests: make test-image LOCATION=<name>
 	@echo "==> pytest -m docker tests/images -k $(LOCATION)"
