@@ -64,7 +64,7 @@ deploy-location: setup tools ## Deploy one location: make deploy-location LOCATI
 	@$(DEPLOY) location --location '$(LOCATION)'
 
 .PHONY: deploy-diff
-deploy-diff: setup tools ## Preview: render every release into .local/deploy/, kubectl diff against the cluster (LOCATION= for one)
+deploy-diff: setup tools ## Preview: every release rendered into .local/deploy/, diffed against the cluster (LOCATION= for one)
 	@$(DEPLOY) diff --location '$(LOCATION)' $(if $(DIFF_OUT),--out '$(DIFF_OUT)')
 
 .PHONY: undeploy

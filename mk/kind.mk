@@ -24,4 +24,5 @@ kind-down: ## Delete the kind cluster
 .PHONY: kind-diagnostics
 kind-diagnostics: ## Everything about a failed kind deployment into DIAGNOSTICS=<folder> (objects, events, logs, releases)
 	@NAMESPACE=$(NAMESPACE) KIND_CLUSTER=$(KIND_CLUSTER) KUBE_CONTEXT=kind-$(KIND_CLUSTER) \
+		DIAGNOSTICS_IF_MISSING=$(DIAGNOSTICS_IF_MISSING) \
 		infra/kind/diagnostics.sh "$(or $(DIAGNOSTICS),.local/diagnostics)"

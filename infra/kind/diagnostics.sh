@@ -4,13 +4,15 @@
 # current and previous, helm status and history of every release, the nodes, and
 # `kind export logs`. Never prints or collects a Secret's values (`get secrets` lists names).
 # Each collection is independent and bounded in time (a wedged API server must not eat the
-# job): one that fails is recorded in SUMMARY.txt and the rest go on. A folder that already
-# holds a SUMMARY.txt is left as it is (the e2e driver collected there first).
+# job): one that fails is recorded in SUMMARY.txt and the rest go on. The node's own logs come
+# first: they are what explains a cluster that no longer answers.
 #
 #   infra/kind/diagnostics.sh OUT_DIR
 #
 # Environment: NAMESPACE (default data-platform), KUBE_CONTEXT (default: kubectl's current),
-# KIND_CLUSTER (when set and kind is installed: `kind export logs` of that cluster).
+# KIND_CLUSTER (when set and kind is installed: `kind export logs` of that cluster),
+# DIAGNOSTICS_IF_MISSING=1 (leave OUT_DIR as it is when it holds diagnostics already: the e2e
+# driver collected there first). Otherwise what an earlier run wrote there is replaced.
 set -uo pipefail
 
 out="${1:?usage: diagnostics.sh OUT_DIR}"
@@ -19,12 +21,30 @@ context="${KUBE_CONTEXT:-}"
 cluster="${KIND_CLUSTER:-}"
 
 summary="$out/SUMMARY.txt"
-if [[ -f "$summary" ]]; then
+if [[ "${DIAGNOSTICS_IF_MISSING:-}" == 1 && -f "$summary" ]]; then
   echo "==> diagnostics already in $out"
   exit 0
 fi
+# Only what this script writes, never the folder itself (OUT_DIR may hold other files).
+rm -rf "$out/logs" "$out/helm" "$out/kind-logs"
+rm -f "$out"/{SUMMARY,kind-export,docker,nodes,describe-nodes,objects,events,describe,system-pods}.txt \
+  "$out/objects.yaml"
 mkdir -p "$out/logs" "$out/helm"
 : >"$summary"
+
+# bounded SECONDS COMMAND...: the command with a time limit where timeout(1) exists (GNU
+# coreutils; gtimeout on macOS with Homebrew's coreutils), else as it is.
+bounded() {
+  local seconds="$1"
+  shift
+  if command -v timeout >/dev/null; then
+    timeout "$seconds" "$@"
+  elif command -v gtimeout >/dev/null; then
+    gtimeout "$seconds" "$@"
+  else
+    "$@"
+  fi
+}
 
 kube() {
   if [[ -n "$context" ]]; then
@@ -46,7 +66,10 @@ collect() {
 }
 
 objects="all,events,configmaps,secrets,serviceaccounts,roles,rolebindings,pvc,networkpolicies,jobs,cronjobs,poddisruptionbudgets"
-collect docker.txt timeout 60 docker info
+if [[ -n "$cluster" ]] && command -v kind >/dev/null; then
+  collect kind-export.txt bounded 300 kind export logs "$out/kind-logs" --name "$cluster"
+fi
+collect docker.txt bounded 60 docker info
 collect nodes.txt kube get nodes -o wide
 collect describe-nodes.txt kube describe nodes
 collect objects.txt kube --namespace "$namespace" get "$objects" -o wide
@@ -76,14 +99,11 @@ done <<<"$pods"
 
 helm_context=()
 [[ -n "$context" ]] && helm_context=(--kube-context "$context")
-releases="$(timeout 60 helm "${helm_context[@]}" --namespace "$namespace" list --all --short 2>>"$summary")"
+releases="$(bounded 60 helm "${helm_context[@]}" --namespace "$namespace" list --all --short 2>>"$summary")"
 for release in $releases; do
-  collect "helm/$release.status.txt" timeout 60 helm "${helm_context[@]}" --namespace "$namespace" status "$release" --show-resources
-  collect "helm/$release.history.txt" timeout 60 helm "${helm_context[@]}" --namespace "$namespace" history "$release"
+  collect "helm/$release.status.txt" bounded 60 helm "${helm_context[@]}" --namespace "$namespace" status "$release" --show-resources
+  collect "helm/$release.history.txt" bounded 60 helm "${helm_context[@]}" --namespace "$namespace" history "$release"
 done
 
-if [[ -n "$cluster" ]] && command -v kind >/dev/null; then
-  collect kind-export.txt timeout 300 kind export logs "$out/kind-logs" --name "$cluster"
-fi
 
 echo "==> diagnostics in $out ($(grep -c '^ok' "$summary") collected, $(grep -c '^failed' "$summary") failed; see SUMMARY.txt)"

@@ -37,8 +37,8 @@ def helm_available() -> str:
 @cache
 def _pull() -> tuple[charts.OfficialCharts | None, str, bool]:
     """(the pulled charts or None, why not, whether the repository answered at all)."""
-    wanted = charts.official_charts()
     try:
+        wanted = charts.official_charts()
         return charts.ensure_pulled(wanted, chartkit.helm_binary() or "helm"), "", True
     except charts.ChartsUnreachableError as error:
         return None, str(error), False

@@ -88,15 +88,15 @@ def test_make_kind_deploy_prints_cluster_loads_secrets_then_every_release_with_k
     lines = printed_plan("kind-deploy", f"TAG={TAG}")
     steps = planned("kind", tag=TAG, overlay="kind", kube_context=KIND_CONTEXT)
     programs = [step.argv[0] if "secrets.sh" not in step.argv[-1] else "secrets" for step in steps]
-    saves = [step.argv for step in steps if step.argv[:2] == ("docker", "save")]
     loads = [step.argv for step in steps if step.argv[:2] == ("kind", "load")]
 
     assert lines == [step.shell() for step in steps]
     assert lines[0].startswith("kind get clusters 2>/dev/null | grep -qxF data-platform || kind")
     assert "--config infra/kind/cluster.yaml" in lines[0]
-    assert [argv[-1] for argv in saves] == [f"data-platform/{loc.name}:{TAG}" for loc in LOCATIONS]
-    assert [argv[3] for argv in saves] == [argv[-1] for argv in loads]
-    assert all(argv[:4] == ("kind", "load", "image-archive", "--name") for argv in loads)
+    assert [argv[-1] for argv in loads] == [f"data-platform/{loc.name}:{TAG}" for loc in LOCATIONS]
+    assert all(
+        argv[:5] == ("kind", "load", "docker-image", "--name", "data-platform") for argv in loads
+    )
     last_load = max(i for i, program in enumerate(programs) if program == "kind")
     namespace = programs.index("kubectl")
     assert 0 < last_load < namespace < programs.index("secrets") < programs.index("helm")

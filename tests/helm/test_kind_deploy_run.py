@@ -28,17 +28,6 @@ FAKE_KIND = r"""
 import json, os, sys
 with open(os.environ["FAKE_CALLS"], "a") as log:
     log.write(json.dumps(["kind", *sys.argv[1:]]) + "\n")
-if sys.argv[1:3] == ["load", "image-archive"]:
-    assert open(sys.argv[-1]).read().startswith("image "), sys.argv
-"""
-
-# `docker save --output FILE IMAGE` writes a stand-in archive naming the image.
-FAKE_DOCKER = r"""
-import json, os, sys
-with open(os.environ["FAKE_CALLS"], "a") as log:
-    log.write(json.dumps(["docker", *sys.argv[1:]]) + "\n")
-assert sys.argv[1:3] == ["save", "--output"], sys.argv
-open(sys.argv[3], "w").write("image " + sys.argv[4])
 """
 
 # Records the call, then renders `upgrade --install` as `template` with the real helm.
@@ -90,7 +79,6 @@ def kind_deploy(official_charts, tmp_path_factory):
     bin_dir.mkdir()
     renders.mkdir()
     install(bin_dir, "kind", FAKE_KIND)
-    install(bin_dir, "docker", FAKE_DOCKER)
     install(bin_dir, "helm", FAKE_HELM)
     install(bin_dir, "kubectl", FAKE_KUBECTL)
     calls, state = root / "calls.log", root / "state.json"
@@ -119,7 +107,7 @@ def kind_deploy(official_charts, tmp_path_factory):
     logged = [json.loads(line) for line in calls.read_text().splitlines()]
     # The kubectl stand-in logs its arguments without the program name; its context and
     # namespace flags are dropped here so calls read as what they do.
-    tools = {"kind", "helm", "docker"}
+    tools = {"kind", "helm"}
     ordered = [c if c[0] in tools else ["kubectl", *without_flags(c)] for c in logged]
     rendered = {
         path.stem: [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -146,17 +134,16 @@ def test_make_kind_deploy_runs_this_command():
 def test_the_cluster_is_created_then_every_image_loaded_before_anything_is_installed(kind_deploy):
     calls, _, _, _ = kind_deploy
     kind = [c for c in calls if c[0] == "kind" and c[1] != "version"]
-    saves = [c for c in calls if c[0] == "docker"]
     first_install = next(i for i, c in enumerate(calls) if c[0] == "helm")
 
     assert kind[0] == ["kind", "get", "clusters"]
     assert kind[1][:5] == ["kind", "create", "cluster", "--name", "data-platform"]
     assert kind[1][kind[1].index("--config") + 1] == "infra/kind/cluster.yaml"
-    assert [c[-1] for c in saves] == [f"data-platform/{loc.name}:{TAG}" for loc in LOCATIONS]
-    assert [c[:4] for c in kind[2:]] == [["kind", "load", "image-archive", "--name"]] * 3
-    assert [c[-1] for c in kind[2:]] == [c[3] for c in saves]
-    assert max(i for i, c in enumerate(calls) if c[0] in {"kind", "docker"}) < first_install
-    assert not list((chartkit.REPO / ".local" / "kind-images").glob("*.tar"))
+    assert [c[:5] for c in kind[2:]] == [
+        ["kind", "load", "docker-image", "--name", "data-platform"]
+    ] * 3
+    assert [c[-1] for c in kind[2:]] == [f"data-platform/{loc.name}:{TAG}" for loc in LOCATIONS]
+    assert max(i for i, c in enumerate(calls) if c[0] == "kind") < first_install
 
 
 def test_the_namespace_enforces_restricted_and_secrets_exist_before_the_first_install(kind_deploy):

@@ -412,6 +412,15 @@ def test_a_version_the_repository_lacks_is_an_error_not_a_skip(local_chart_repos
     assert not charts.official_charts(url, "0.0.1").present
 
 
+def test_a_repository_url_without_an_index_is_an_error_not_a_skip(local_chart_repository):
+    url, _ = local_chart_repository
+
+    with pytest.raises(charts.ChartsError, match="404") as failure:
+        pull(f"{url}/wrong")
+
+    assert not isinstance(failure.value, charts.ChartsUnreachableError)
+
+
 def test_a_repository_that_does_not_answer_is_unreachable(local_chart_repository):
     url, server = local_chart_repository
     server.shutdown()
@@ -444,10 +453,13 @@ def test_schema_references_are_rewritten_to_the_configured_mirror(
     )
 
     pulled = pull(url)
+    rewritten = charts.official_charts(url, "9.9.9")
 
     schema = (pulled.system / "values.schema.json").read_text()
     assert "https://mirror.example.internal/k8s/v1.32.0/pod.json" in schema
     assert pulled.schema_hosts() == {"mirror.example.internal"}
+    monkeypatch.delenv("DAGSTER_CHART_SCHEMA_REWRITE")
+    assert charts.official_charts(url, "9.9.9").folder != rewritten.folder
 
 
 def test_a_malformed_schema_rewrite_names_the_variable(monkeypatch):

@@ -77,7 +77,8 @@ def test_a_dropped_forward_is_started_again_on_the_same_port(fake_kubectl):
         deadline = time.monotonic() + 30
         while forward.restarts == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(2)  # the new kubectl binds after its start-up delay
+        while not forward._answers() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the new kubectl binds after its start-up delay
 
         assert forward.restarts >= 1
         assert answer(port) == b"ok"

@@ -9,7 +9,6 @@ deploy targets call it; docs/deploy.md explains each).
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,8 +127,6 @@ def run(step: Step) -> None:
     say(step.title)
     if not step.stdin:
         print(f"    {step.shell()}", flush=True)
-    if step.mkdir:
-        (REPO_ROOT / step.mkdir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dict(step.env)} if step.env else None
     result = _run(step.argv, input=step.stdin or None, env=env)
     if result.returncode != 0:
@@ -157,7 +154,9 @@ def _diff_release(settings: Settings, release: Release, rendered: str, folder: P
     bootstrap Job, are replaced on every upgrade and cannot be diffed in place)."""
     context = ("--kube-context", settings.kube_context) if settings.kube_context else ()
     if _has_helm_diff():
-        _run(("helm", "diff", "upgrade", "--install", *release.inputs(settings), *context))
+        result = _run(("helm", "diff", "upgrade", "--install", *release.inputs(settings), *context))
+        if result.returncode != 0:
+            raise SystemExit(f"deploy-diff: helm diff of {release.name} failed")
         return
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     hooks = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if _is_hook(d)]
@@ -175,13 +174,30 @@ def _diff_release(settings: Settings, release: Release, rendered: str, folder: P
         raise SystemExit(f"deploy-diff: kubectl diff of {release.name} failed")
 
 
+def _namespace_state(settings: Settings) -> tuple[bool, str]:
+    """(whether to diff against the cluster, why not). A namespace the deployer may not read
+    (Forbidden: rights in the namespace only) exists; one not found is not deployed yet."""
+    context = ("--context", settings.kube_context) if settings.kube_context else ()
+    probe = _run(
+        ("kubectl", *context, "--request-timeout=10s", "get", "namespace", settings.namespace),
+        capture_output=True,
+    )
+    if probe.returncode == 0 or "Forbidden" in probe.stderr:
+        return True, ""
+    if "NotFound" in probe.stderr:
+        return False, f"namespace {settings.namespace} does not exist yet: everything is new"
+    return False, (probe.stderr.strip().splitlines() or ["no answer"])[-1]
+
+
 def diff(settings: Settings, location: str, out: Path | None) -> None:
     """Render every release the deployment would install into a folder, then, when the cluster
     answers, show each one's difference to what runs."""
     selected = releases(settings, "location", location) if location else releases(settings)
     folder = out or state_dir() / "deploy" / (settings.kube_context or "current-context")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Only this command's own files are replaced: DIFF_OUT may name a folder that holds more.
+    for stale in releases(settings):
+        (folder / f"{stale.name}.yaml").unlink(missing_ok=True)
     rendered = {}
     for release in selected:
         result = _run(tuple(release.template(settings)), capture_output=True)
@@ -191,24 +207,8 @@ def diff(settings: Settings, location: str, out: Path | None) -> None:
         (folder / f"{release.name}.yaml").write_text(result.stdout)
         count = sum(1 for d in yaml.safe_load_all(result.stdout) if d)
         say(f"{release.name}: {folder / release.name}.yaml ({count} objects)")
-    context = ("--context", settings.kube_context) if settings.kube_context else ()
-    # A namespaced read: deployers with rights in the namespace only can preview too.
-    probe = _run(
-        (
-            "kubectl",
-            *context,
-            "--namespace",
-            settings.namespace,
-            "--request-timeout=10s",
-            "get",
-            "serviceaccounts",
-            "-o",
-            "name",
-        ),
-        capture_output=True,
-    )
-    if probe.returncode != 0:
-        reason = (probe.stderr.strip().splitlines() or ["no answer"])[-1]
+    answers, reason = _namespace_state(settings)
+    if not answers:
         say(
             f"no diff against the cluster ({reason}); the renders above are what "
             "`make deploy` would apply"

@@ -8,9 +8,9 @@ Both charts are pulled once per version and repository into `.local/charts/<vers
 and every render, diff and install reads that copy, so what the tests render is what helm
 installs.
 
-The charts' values schemas `$ref` Kubernetes schemas by URL, which helm fetches on every
-render and install. `DAGSTER_CHART_SCHEMA_REWRITE=<from>=<to>` rewrites those references when
-the charts are pulled, for networks that reach only a mirror of them.
+A chart's values schema may `$ref` Kubernetes schemas by URL, which helm fetches on every
+render and install (`make charts` lists the hosts). `DAGSTER_CHART_SCHEMA_REWRITE=<from>=<to>`
+rewrites those references when the charts are pulled, for networks that reach only a mirror.
 """
 
 import fcntl
@@ -33,10 +33,11 @@ OFFICIAL_REPOSITORY = "https://dagster-io.github.io/helm"
 SYSTEM_CHART = "dagster"
 USER_CHART = "dagster-user-deployments"
 PULL_TIMEOUT_SECONDS = 120
-# What helm says when the repository does not answer at all (as opposed to answering that it
-# lacks a chart or version, which is an error to fix, not a reason to skip).
+# Network-level failures: the repository did not answer at all. Anything else (a 404 index, a
+# 401, a missing version) means it answered without the charts: an error to fix, not a reason
+# to skip. ("cannot be reached" is not one: helm says it for a 404 index too.)
 UNREACHABLE = re.compile(
-    r"cannot be reached|no such host|connection refused|i/o timeout|network is unreachable|"
+    r"no such host|connection refused|i/o timeout|network is unreachable|"
     r"TLS handshake timeout|context deadline exceeded|dial tcp",
     re.IGNORECASE,
 )
@@ -75,11 +76,12 @@ def chart_version(lock: Path = REPO_ROOT / "uv.lock") -> str:
     return version
 
 
-def cache_dir(version: str, repository: str) -> Path:
-    """One folder per version and repository: a run with another mirror never replaces the
-    copy a concurrent run renders from."""
+def cache_dir(version: str, repository: str, rewrite: tuple[str, str] | None = None) -> Path:
+    """One folder per version, repository and schema rewrite: a run with another mirror never
+    replaces the copy a concurrent run renders from, and a changed rewrite pulls again."""
     slug = re.sub(r"[^a-z0-9]+", "-", repository.lower()).strip("-")[-40:]
-    digest = hashlib.sha256(repository.encode()).hexdigest()[:8]
+    key = repository if rewrite is None else f"{repository} {rewrite[0]}={rewrite[1]}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return state_dir() / "charts" / version / f"{slug}-{digest}"
 
 
@@ -110,7 +112,7 @@ def official_charts(repository: str | None = None, version: str | None = None) -
     """Where the charts of this version from this repository are (pulled or not)."""
     version = version or chart_version()
     repository = repository or chart_repository()
-    return OfficialCharts(version, repository, cache_dir(version, repository))
+    return OfficialCharts(version, repository, cache_dir(version, repository, schema_rewrite()))
 
 
 def ensure_pulled(charts: OfficialCharts, helm: str = "helm") -> OfficialCharts:

@@ -23,9 +23,6 @@ SECRETS_SCRIPT = REPO_ROOT / "infra" / "kind" / "secrets.sh"
 # The kind release whose node image infra/kind/cluster.yaml pins (kind supports a node image
 # only with the release that built it); the e2e-kind workflow installs exactly this version.
 KIND_VERSION = "v0.27.0"
-# Where `kind load` takes images from: `docker save` archives (kind's `load docker-image` fails
-# on engines with the containerd image store, the default from Docker 29).
-KIND_IMAGES = REPO_ROOT / ".local" / "kind-images"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -191,8 +188,6 @@ class Step:
     unless: tuple[str, ...] = ()
     unless_line: str = ""
     release: Release | None = None
-    # A folder the command writes into, created first.
-    mkdir: str = ""
 
     def shell(self) -> str:
         """The step as one shell line (what `DRY_RUN=1` prints)."""
@@ -201,8 +196,6 @@ class Step:
             line = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env) + " " + line
         if self.stdin:
             line = f"printf '%s\\n' {shlex.quote(self.stdin)} | {line}"
-        if self.mkdir:
-            line = f"mkdir -p {shlex.quote(self.mkdir)} && {line}"
         if self.unless:
             test = (
                 f"{shlex.join(self.unless)} 2>/dev/null | grep -qxF {shlex.quote(self.unless_line)}"
@@ -284,30 +277,20 @@ def kind_cluster_step(settings: Settings) -> Step:
 
 
 def kind_load_steps(settings: Settings, location: str = "") -> list[Step]:
-    """Every location's image (or one's) into the node: kind nodes pull from no registry. Each
-    goes through a `docker save` archive, which works with every Docker image store."""
+    """Every location's image (or one's) into the node: kind nodes pull from no registry. The
+    images are single-platform (built with the legacy builder, docs/images.md), which is what
+    `kind load` needs on engines with the containerd image store (Docker 29's default)."""
     names = [loc["name"] for loc in locations()]
     if location and location not in names:
         raise PlanError(
             f"LOCATION={location!r} is not a code location (one of: {', '.join(names)})"
         )
-    steps = []
-    for name in [location] if location else names:
-        image = f"{settings.registry}/{name}:{settings.tag}"
-        archive = shown(KIND_IMAGES / f"{name}.tar")
-        steps += [
-            Step(
-                f"docker save {image}",
-                ("docker", "save", "--output", archive, image),
-                mkdir=shown(KIND_IMAGES),
-            ),
-            Step(
-                f"kind load {image}",
-                ("kind", "load", "image-archive", "--name", settings.kind_cluster, archive),
-            ),
-            Step(f"remove {archive}", ("rm", "-f", archive)),
-        ]
-    return steps
+    return [
+        Step(f"kind load {settings.registry}/{name}:{settings.tag}",
+             ("kind", "load", "docker-image", "--name", settings.kind_cluster,
+              f"{settings.registry}/{name}:{settings.tag}"))
+        for name in ([location] if location else names)
+    ]  # fmt: skip
 
 
 TARGETS = ("all", "platform", "system", "location", "secrets", "kind", "kind-up", "kind-load")
