@@ -91,6 +91,16 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'dagster_db') \gexec
 SELECT format('CREATE DATABASE %I', :'warehouse_db')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'warehouse_db') \gexec
 
+-- Least privilege: a team role connects to the warehouse only, the Dagster role to its own
+-- database only. PostgreSQL lets every role connect to any database and create temporary
+-- tables there by default; take that away on the maintenance databases too, where this role
+-- may (a managed server's admin may not own them: those stay as its provider set them).
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', datname)
+FROM pg_database
+WHERE datname IN ('postgres', 'template1')
+  AND ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       OR pg_has_role(current_user, datdba, 'USAGE')) \gexec
+
 REVOKE ALL ON DATABASE :"dagster_db" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE :"dagster_db" TO :"dagster_user";
 REVOKE ALL ON DATABASE :"warehouse_db" FROM PUBLIC;

@@ -236,6 +236,41 @@ def test_every_variable_a_location_reads_is_provided_and_no_other_teams_credenti
     assert provided & others == set()
 
 
+# Set by the platform for libraries, not read by our code: each one's reader.
+READ_BY_LIBRARIES = {
+    "DAGSTER_DISABLE_TELEMETRY": "dagster",
+    "DO_NOT_TRACK": "dbt",
+    "RUNTIME__DLTHUB_TELEMETRY": "dlt",
+}
+ANY_ENV_VAR_IN_DBT = re.compile(r"env_var\(\s*'([A-Z0-9_]+)'")
+
+
+def variables_any_location_reads() -> set[str]:
+    found = set()
+    for location in LOCATIONS:
+        found |= variables_read_by(location)
+        for path in location.path.rglob("*.yml"):
+            if not {"dbt_packages", "target", ".local_defs_state"} & set(path.parts):
+                found |= set(ANY_ENV_VAR_IN_DBT.findall(path.read_text()))
+    return found
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize("scenario", ["defaults", "kind", "prod"])
+def test_every_variable_the_platform_sets_is_read_by_a_location_or_a_named_library(
+    platform_renders, scenario
+):
+    (config_map,) = [
+        d
+        for d in platform_renders[scenario]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "platform-environment"
+    ]
+    read = variables_any_location_reads()
+
+    assert {"WAREHOUSE_SSLMODE", "SHOP_DB_SSLMODE"} <= set(config_map["data"])
+    assert set(config_map["data"]) - read - set(READ_BY_LIBRARIES) == set()
+
+
 def password_like_values(node, path=""):
     """Non-empty values under keys that name a password, and env entries holding one."""
     if isinstance(node, dict):

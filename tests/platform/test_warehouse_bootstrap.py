@@ -113,3 +113,31 @@ def test_bi_reader_reads_the_bi_schema_only(platform_env):
 def test_the_dagster_role_cannot_reach_the_warehouse(platform_env):
     with pytest.raises(psycopg2.OperationalError, match="permission denied"):
         platform_env.connect_as("dagster")
+
+
+@pytest.mark.parametrize("role", ["ingestion", "transformation", "exports", "bi_reader", "dagster"])
+def test_no_role_but_the_shop_reader_connects_to_the_shop_or_the_maintenance_databases(
+    platform_env, role
+):
+    platform_env.source().create()
+
+    for database in ("postgres", "template1", platform_env.env["SHOP_DB_NAME"]):
+        with pytest.raises(psycopg2.OperationalError, match="permission denied") as denied:
+            platform_env.connect_as(role, database).close()
+        assert database in str(denied.value), (role, database)
+
+
+def test_the_shop_reader_connects_to_the_shop_only(platform_env):
+    platform_env.source().create()
+
+    with platform_env.connect_as("shop_reader", platform_env.env["SHOP_DB_NAME"]) as conn:
+        assert attempt(conn, "SELECT count(*) FROM customers") == "ok"
+        assert attempt(conn, "CREATE TEMPORARY TABLE scratch (id int)") == "denied:42501"
+    for database in ("postgres", "template1", platform_env.env["WAREHOUSE_DB"]):
+        with pytest.raises(psycopg2.OperationalError, match="permission denied"):
+            platform_env.connect_as("shop_reader", database).close()
+
+
+def test_ingestion_may_not_create_temporary_tables_in_the_warehouse(platform_env):
+    with platform_env.connect_as("ingestion") as conn:
+        assert attempt(conn, "CREATE TEMPORARY TABLE scratch (id int)") == "denied:42501"

@@ -149,6 +149,11 @@ class PlatformSettings:
         default("SHOP_DB_HOST", host)
         default("SHOP_DB_PORT", port)
         default("SHOP_DB_NAME", "shop")
+        # The embedded server has no TLS; a given server gets libpq's own default unless
+        # PGSSLMODE (or the variables themselves) say otherwise.
+        sslmode = self.environ.get("PGSSLMODE") or ("prefer" if self.external else "disable")
+        default("WAREHOUSE_SSLMODE", sslmode)
+        default("SHOP_DB_SSLMODE", sslmode)
         default("PAYMENTS_LANDING_URL", str(self.state / "landing" / "payments"))
         default("EXPORTS_URL", str(self.state / "exports"))
         for role in ROLES.values():

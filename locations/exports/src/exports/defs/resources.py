@@ -16,14 +16,15 @@ if TYPE_CHECKING:
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The warehouse as the exports role: reads marts, owns the bi schema."""
+    """The warehouse as the exports role: reads marts, owns the bi schema. `sslmode` is
+    libpq's (production sets `require`, WAREHOUSE_SSLMODE)."""
 
     host: str
     port: int = 5432
     database: str
     user: str
     password: str
-    sslmode: str = "prefer"
+    sslmode: str
 
     @contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
@@ -65,6 +66,7 @@ def resources() -> dg.Definitions:
                 database=dg.EnvVar("WAREHOUSE_DB"),
                 user=dg.EnvVar("EXPORTS_WAREHOUSE_USER"),
                 password=dg.EnvVar("EXPORTS_WAREHOUSE_PASSWORD"),
+                sslmode=dg.EnvVar("WAREHOUSE_SSLMODE"),
             ),
             "export_store": ExportStore(url=dg.EnvVar("EXPORTS_URL")),
         }

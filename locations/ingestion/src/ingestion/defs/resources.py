@@ -13,14 +13,15 @@ import psycopg2
 
 
 class PostgresResource(dg.ConfigurableResource):
-    """A PostgreSQL database and the role this location uses on it."""
+    """A PostgreSQL database and the role this location uses on it; `sslmode` is libpq's
+    (production sets `require`, WAREHOUSE_SSLMODE / SHOP_DB_SSLMODE)."""
 
     host: str
     port: int = 5432
     database: str
     user: str
     password: str
-    sslmode: str = "prefer"
+    sslmode: str
 
     def dlt_fields(self) -> dict:
         """Connection fields for dlt. Structured, never a URL: dlt masks the password when it
@@ -68,6 +69,7 @@ def warehouse_from_env() -> PostgresResource:
         database=dg.EnvVar("WAREHOUSE_DB"),
         user=dg.EnvVar("INGESTION_WAREHOUSE_USER"),
         password=dg.EnvVar("INGESTION_WAREHOUSE_PASSWORD"),
+        sslmode=dg.EnvVar("WAREHOUSE_SSLMODE"),
     )
 
 
@@ -78,6 +80,7 @@ def shop_db_from_env() -> PostgresResource:
         database=dg.EnvVar("SHOP_DB_NAME"),
         user=dg.EnvVar("SHOP_DB_USER"),
         password=dg.EnvVar("SHOP_DB_PASSWORD"),
+        sslmode=dg.EnvVar("SHOP_DB_SSLMODE"),
     )
 
 
