@@ -7,10 +7,8 @@ and every release it installs is rendered from the arguments it passed."""
 
 import json
 import os
-import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import chartkit
 import pytest
@@ -18,6 +16,7 @@ import yaml
 from test_secrets_script import FAKE_KUBECTL, kubectl_binary
 
 from platform_devkit.deploy import plan
+from platform_devkit.testing import stand_in
 
 pytestmark = pytest.mark.helm
 
@@ -64,23 +63,16 @@ def without_flags(args: list[str]) -> list[str]:
     return out
 
 
-def install(bin_dir: Path, name: str, source: str) -> None:
-    path = bin_dir / name
-    path.write_text(f"#!{sys.executable}\n{source}")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-
-
 @pytest.fixture(scope="module")
 def kind_deploy(official_charts, tmp_path_factory):
     """`python -m platform_devkit.deploy kind` (what `make kind-deploy` runs) against the
     stand-ins: (calls in order, renders by release, the stand-in cluster's state)."""
     root = tmp_path_factory.mktemp("kind-deploy")
     bin_dir, renders = root / "bin", root / "renders"
-    bin_dir.mkdir()
     renders.mkdir()
-    install(bin_dir, "kind", FAKE_KIND)
-    install(bin_dir, "helm", FAKE_HELM)
-    install(bin_dir, "kubectl", FAKE_KUBECTL)
+    stand_in(bin_dir, "kind", FAKE_KIND)
+    stand_in(bin_dir, "helm", FAKE_HELM)
+    stand_in(bin_dir, "kubectl", FAKE_KUBECTL)
     calls, state = root / "calls.log", root / "state.json"
     state.write_text(json.dumps({"namespaces": [], "secrets": {}}))
     env = {

@@ -6,13 +6,13 @@ import base64
 import json
 import os
 import shutil
-import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import chartkit
 import pytest
+
+from platform_devkit.testing import stand_in
 
 pytestmark = pytest.mark.helm
 
@@ -88,10 +88,7 @@ sys.exit(3)
 def cluster(tmp_path: Path):
     kubectl = kubectl_binary()
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "kubectl"
-    fake.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    stand_in(bin_dir, "kubectl", FAKE_KUBECTL)
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"namespaces": ["data-platform"], "secrets": {}}))
     log = tmp_path / "argv.log"

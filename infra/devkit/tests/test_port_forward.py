@@ -4,14 +4,13 @@ when the pod behind a Service is replaced)."""
 
 import os
 import socket
-import stat
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from platform_devkit.e2e.kind import PortForward
+from platform_devkit.testing import stand_in
 
 # Listens on the LOCAL port of its last argument (LOCAL:REMOTE) and answers "ok"; the first
 # instance exits after FAKE_FORWARD_LIFETIME seconds, later ones run until stopped.
@@ -42,10 +41,7 @@ while not first or time.monotonic() < deadline:
 @pytest.fixture
 def fake_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    kubectl = bin_dir / "kubectl"
-    kubectl.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
-    kubectl.chmod(kubectl.stat().st_mode | stat.S_IXUSR)
+    stand_in(bin_dir, "kubectl", FAKE_KUBECTL)
     runs = tmp_path / "runs"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_FORWARD_RUNS", str(runs))

@@ -1,8 +1,22 @@
-"""Helpers for tests of any code location: run its assets in process, read what a run recorded."""
+"""Helpers for tests of any code location: run its assets in process, read what a run recorded,
+and put stand-ins for outside tools (a cluster's kubectl, kind) on a PATH."""
 
 import os
+import stat
+import sys
+from pathlib import Path
 
 import dagster as dg
+
+
+def stand_in(bin_dir: Path, name: str, source: str) -> Path:
+    """An executable `name` in `bin_dir` that runs the Python `source` with this interpreter:
+    a stand-in for a tool whose other end is outside the product (a Kubernetes API, a node)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    path = bin_dir / name
+    path.write_text(f"#!{sys.executable}\n{source}")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
 
 
 def materialize(
