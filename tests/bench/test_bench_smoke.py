@@ -45,8 +45,10 @@ def test_throughput_is_rows_over_each_runs_time():
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_the_ingestion_benchmark_runs_at_the_tiny_size_and_reports_paired_ratios(tmp_path):
-    with BenchPlatform(tmp_path / "work") as platform:
+def test_the_ingestion_benchmark_runs_at_the_tiny_size_and_reports_paired_ratios(
+    server_tmp_path, tmp_path
+):
+    with BenchPlatform(server_tmp_path / "work") as platform:
         section = suites.ingestion_at(platform, "tiny", repetitions=2, goals=True, warmup=False)
 
     product = section.figure("product (dlt through Dagster): time").samples

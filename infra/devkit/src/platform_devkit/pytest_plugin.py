@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -114,26 +115,41 @@ def _keep_working_directory(request: pytest.FixtureRequest) -> Iterator[None]:
     os.chdir(home)
 
 
+@contextmanager
+def server_folder() -> Iterator[Path]:
+    """A folder for an embedded server's data, directly in the system's temporary folder
+    (platform-test-*) and removed afterwards; never under pytest's temporary root. Run as root,
+    the server runs as another user, and every new pytest session on the machine resets
+    /tmp/pytest-of-<user> to mode 0700, which would cut a running server off from its own data.
+    No other session touches this folder, and its parent (/tmp) needs no permission change."""
+    folder = Path(tempfile.mkdtemp(prefix="platform-test-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def server_tmp_path() -> Iterator[Path]:
+    """`server_folder()` for one test that starts an embedded server of its own."""
+    with server_folder() as folder:
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def test_platform() -> Iterator[PlatformUnderTest]:
-    """One embedded PostgreSQL for the session, bootstrapped, with a Dagster home.
-
-    Its data lives in a folder of its own directly in the system's temporary folder
-    (platform-test-*), not under pytest's temporary root: run as root, the server runs as
-    another user, and a second pytest session on the machine resets /tmp/pytest-of-<user> to
-    mode 0700, which would cut the first session's server off from its own data. No other
-    session touches this folder, and its parent (/tmp) needs no permission change."""
-    state = Path(tempfile.mkdtemp(prefix="platform-test-"))
-    platform = LocalPlatform(state=state, environ=_scrubbed_environ(), progress=lambda _: None)
-    try:
-        platform.start_postgres()
-        env = platform.env()
-        bootstrap(env)
-        write_instance(Path(env["DAGSTER_HOME"]))
-        yield PlatformUnderTest(platform)
-    finally:
-        platform.stop_postgres()
-        shutil.rmtree(state, ignore_errors=True)
+    """One embedded PostgreSQL for the session, bootstrapped, with a Dagster home, its data in
+    a `server_folder()`."""
+    with server_folder() as state:
+        platform = LocalPlatform(state=state, environ=_scrubbed_environ(), progress=lambda _: None)
+        try:
+            platform.start_postgres()
+            env = platform.env()
+            bootstrap(env)
+            write_instance(Path(env["DAGSTER_HOME"]))
+            yield PlatformUnderTest(platform)
+        finally:
+            platform.stop_postgres()
 
 
 def _clean_with_env(
