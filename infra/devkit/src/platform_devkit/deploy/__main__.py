@@ -23,6 +23,7 @@ from platform_devkit.deploy.plan import (
     Release,
     Settings,
     Step,
+    kubectl,
     releases,
     steps,
 )
@@ -164,11 +165,8 @@ def _diff_release(settings: Settings, release: Release, rendered: str, folder: P
         say(f"{release.name}: hooks, replaced on every upgrade: {', '.join(hooks)}")
     target = folder / f"{release.name}.objects.yaml"
     target.write_text(yaml.safe_dump_all([d for d in docs if not _is_hook(d)]))
-    context = ("--context", settings.kube_context) if settings.kube_context else ()
     # kubectl diff: 0 no change, 1 changes shown, >1 an error.
-    result = _run(
-        ("kubectl", *context, "--namespace", settings.namespace, "diff", "-f", str(target))
-    )
+    result = _run(kubectl(settings, "--namespace", settings.namespace, "diff", "-f", str(target)))
     target.unlink()
     if result.returncode > 1:
         raise SystemExit(f"deploy-diff: kubectl diff of {release.name} failed")
@@ -177,9 +175,8 @@ def _diff_release(settings: Settings, release: Release, rendered: str, folder: P
 def _namespace_state(settings: Settings) -> tuple[bool, str]:
     """(whether to diff against the cluster, why not). A namespace the deployer may not read
     (Forbidden: rights in the namespace only) exists; one not found is not deployed yet."""
-    context = ("--context", settings.kube_context) if settings.kube_context else ()
     probe = _run(
-        ("kubectl", *context, "--request-timeout=10s", "get", "namespace", settings.namespace),
+        kubectl(settings, "--request-timeout=10s", "get", "namespace", settings.namespace),
         capture_output=True,
     )
     if probe.returncode == 0 or "Forbidden" in probe.stderr:

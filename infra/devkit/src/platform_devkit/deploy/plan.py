@@ -139,11 +139,16 @@ def system_release(settings: Settings) -> Release:
     return Release(SYSTEM_RELEASE, settings.charts.system, values, sets)
 
 
-def location_release(settings: Settings, name: str) -> Release:
+def location_folder(name: str) -> Path:
+    """The folder of a code location listed in dg.toml; a PlanError naming LOCATION else."""
     known = {loc["name"]: Path(loc["path"]) for loc in locations()}
     if name not in known:
         raise PlanError(f"LOCATION={name!r} is not a code location (one of: {', '.join(known)})")
-    folder = known[name] / "deploy"
+    return known[name]
+
+
+def location_release(settings: Settings, name: str) -> Release:
+    folder = location_folder(name) / "deploy"
     if not (folder / "values.yaml").exists():
         raise PlanError(f"LOCATION={name}: {shown(folder / 'values.yaml')} does not exist")
     # The values file's repository and tag are placeholders: the deployed image is always the
@@ -280,17 +285,17 @@ def kind_load_steps(settings: Settings, location: str = "") -> list[Step]:
     """Every location's image (or one's) into the node: kind nodes pull from no registry. The
     images are single-platform (built with the legacy builder, docs/images.md), which is what
     `kind load` needs on engines with the containerd image store (Docker 29's default)."""
-    names = [loc["name"] for loc in locations()]
-    if location and location not in names:
-        raise PlanError(
-            f"LOCATION={location!r} is not a code location (one of: {', '.join(names)})"
-        )
+    if location:
+        location_folder(location)
+    names = [location] if location else [loc["name"] for loc in locations()]
+    images = [f"{settings.registry}/{name}:{settings.tag}" for name in names]
     return [
-        Step(f"kind load {settings.registry}/{name}:{settings.tag}",
-             ("kind", "load", "docker-image", "--name", settings.kind_cluster,
-              f"{settings.registry}/{name}:{settings.tag}"))
-        for name in ([location] if location else names)
-    ]  # fmt: skip
+        Step(
+            f"kind load {image}",
+            ("kind", "load", "docker-image", "--name", settings.kind_cluster, image),
+        )
+        for image in images
+    ]
 
 
 TARGETS = ("all", "platform", "system", "location", "secrets", "kind", "kind-up", "kind-load")

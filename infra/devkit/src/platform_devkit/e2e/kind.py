@@ -34,6 +34,8 @@ CONTEXT = f"kind-{CLUSTER}"
 NAMESPACE = os.environ.get("NAMESPACE", "data-platform")
 REGISTRY = os.environ.get("REGISTRY", "data-platform")
 # Names given by charts/platform and the official charts for the releases `make deploy` creates.
+# Every kubectl call of the driver: the kind cluster's context and the platform's namespace.
+KUBECTL = ("kubectl", "--context", CONTEXT, "--namespace", NAMESPACE)
 WEBSERVER_SERVICE = "dagster-dagster-webserver"
 POSTGRES_SERVICE = "platform-postgresql"
 ADMIN_SECRET = "platform-postgres-admin"  # noqa: S105 (a Secret's name)
@@ -70,10 +72,17 @@ class PortForward:
 
     def _spawn(self) -> None:
         self.process = subprocess.Popen(
-            ["kubectl", "--context", CONTEXT, "--namespace", NAMESPACE, "port-forward",
-             "--address", "127.0.0.1", self.target, f"{self.local}:{self.remote}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                *KUBECTL,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                self.target,
+                f"{self.local}:{self.remote}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def _answers(self) -> bool:
         try:
@@ -148,7 +157,7 @@ class KindDeployment(Deployment):
     # -- plumbing ----------------------------------------------------------------------------
     def kubectl(self, *args: str, input: bytes | None = None, check: bool = True) -> bytes:
         result = subprocess.run(
-            ["kubectl", "--context", CONTEXT, "--namespace", NAMESPACE, *args],
+            [*KUBECTL, *args],
             input=input, capture_output=True, timeout=600,
         )  # fmt: skip
         if check and result.returncode != 0:
@@ -170,11 +179,14 @@ class KindDeployment(Deployment):
         Ready and not terminating, the newest one during a rollout."""
         pods = json.loads(self.kubectl("get", "pods", "-l", f"deployment={location}", "-o", "json"))
         serving = [
-            p for p in pods["items"]
+            p
+            for p in pods["items"]
             if not p["metadata"].get("deletionTimestamp")
-            and any(c["type"] == "Ready" and c["status"] == "True"
-                    for c in p["status"].get("conditions") or [])
-        ]  # fmt: skip
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions") or []
+            )
+        ]
         if not serving:
             raise RuntimeError(f"no Ready pod of the {location} code server")
         return max(serving, key=lambda p: p["metadata"]["creationTimestamp"])["metadata"]["name"]
@@ -332,10 +344,17 @@ class KindDeployment(Deployment):
         folder = self.artifacts / "cluster"
         result = subprocess.run(
             ["bash", str(REPO_ROOT / "infra" / "kind" / "diagnostics.sh"), str(folder)],
-            env={**os.environ, "NAMESPACE": NAMESPACE, "KUBE_CONTEXT": CONTEXT,
-                 "KIND_CLUSTER": CLUSTER},
-            capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
+            env={
+                **os.environ,
+                "NAMESPACE": NAMESPACE,
+                "KUBE_CONTEXT": CONTEXT,
+                "KIND_CLUSTER": CLUSTER,
+            },
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         summary = folder / "SUMMARY.txt"
         listing = summary.read_text() if summary.exists() else ""
         return f"{result.stdout}{result.stderr}{listing}"

@@ -180,8 +180,11 @@ class ShopSource:
         with self._shop() as cur:
             cur.execute(files(__package__).joinpath("schema.sql").read_text())
             # The shop reader connects here and nowhere else; nobody else connects here.
-            cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
-                sql.Identifier(self.database)))  # fmt: skip
+            cur.execute(
+                sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+                    sql.Identifier(self.database)
+                )
+            )
             cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
                 sql.Identifier(self.database), reader))  # fmt: skip
             cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(reader))
