@@ -118,3 +118,168 @@ def test_a_new_column_in_the_files_evolves_the_table(platform_env, materialize):
 def test_payment_assets_are_partitioned_by_day(ingestion_defs):
     spec = ingestion_defs.resolve_assets_def(dg.AssetKey(["raw", "payments"]))
     assert isinstance(spec.partitions_def, dg.DailyPartitionsDefinition)
+
+
+# -- deliveries that must never destroy or hide data (docs/payment-files.md) ------------------
+
+DAY = "2026-03-07"
+HEADER = "payment_id,order_id,amount,currency,method,paid_at\n"
+
+
+def _day_state(platform, day: str = DAY) -> tuple[int, int]:
+    return _rows(platform, "payments", day), _rows(platform, "payments_rejected", day)
+
+
+def _failure(result) -> str:
+    return str(next(e for e in result.all_events if e.is_step_failure).event_specific_data.error)
+
+
+def _some_order(platform) -> int:
+    return platform.query("SELECT min(order_id) FROM orders", database="shop")[0][0]
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        (f"payments_{DAY}.csv", ""),  # the day's file replaced by an empty one
+        (f"payments_{DAY}_resend.csv", ""),
+        (f"payments_{DAY}_resend.csv", HEADER),  # a header and nothing else
+        (f"payments_{DAY}_resend.csv", "payment_id,order_id\n1,2\n"),  # every line rejected
+    ],
+    ids=["zero-bytes-in-place", "zero-bytes-resend", "header-only-resend", "all-rejected"],
+)
+def test_a_redelivery_without_rows_never_empties_a_loaded_day(
+    platform_env, materialize, name, body
+):
+    platform_env.seed()
+    materialize(PAYMENT_KEYS, partition_key=DAY)
+    before = _day_state(platform_env)
+    assert before[0] > 0
+    (platform_env.landing / name).write_text(body)
+
+    result = materialize(PAYMENT_KEYS, partition_key=DAY, raise_on_error=False)
+
+    assert not result.success
+    assert _day_state(platform_env) == before
+    message = _failure(result)
+    assert name in message
+    assert ("0 bytes" in message) if not body else ("allow_empty_redelivery" in message)
+
+
+def test_an_operator_can_confirm_that_a_loaded_day_has_no_payments(platform_env, materialize):
+    platform_env.seed()
+    materialize(PAYMENT_KEYS, partition_key=DAY)
+    (platform_env.landing / f"payments_{DAY}_resend.csv").write_text(HEADER)
+
+    result = materialize(
+        PAYMENT_KEYS, partition_key=DAY,
+        run_config={"ops": {"payment_files": {"config": {"allow_empty_redelivery": True}}}},
+    )  # fmt: skip
+
+    assert result.success
+    assert _day_state(platform_env) == (0, 0)
+
+
+def test_a_header_only_file_for_a_new_day_loads_a_day_without_payments(platform_env, materialize):
+    platform_env.seed()
+    (platform_env.landing / "payments_2026-03-09.csv").write_text(HEADER)
+
+    result = materialize(PAYMENT_KEYS, partition_key="2026-03-09")
+
+    assert result.success
+    assert _day_state(platform_env, "2026-03-09") == (0, 0)
+    assert check_of(result, "raw/payments", REJECT_CHECK).passed
+
+
+def test_a_corrected_resend_replaces_the_day_and_its_rows_arrive(platform_env, materialize):
+    platform_env.seed()
+    materialize(PAYMENT_KEYS, partition_key=DAY)
+    original = platform_env.landing / f"payments_{DAY}.csv"
+    lines = original.read_text().splitlines()
+    loaded_line = platform_env.query(
+        "SELECT min(source_line) FROM raw.payments WHERE file_date = %s", (DAY,)
+    )[0][0]
+    header, fields = lines[0], lines[loaded_line - 1].split(",")
+    corrected = ",".join([*fields[:2], "1234.56", *fields[3:]])
+    (platform_env.landing / f"payments_{DAY}_resend.csv").write_text(
+        "\n".join([header, corrected]) + "\n"
+    )
+
+    result = materialize(PAYMENT_KEYS, partition_key=DAY)
+
+    assert result.success
+    assert platform_env.query(
+        "SELECT payment_id, amount::text, source_file FROM raw.payments WHERE file_date = %s",
+        (DAY,),
+    ) == [(int(fields[0]), "1234.56", f"payments_{DAY}_resend.csv")]
+    assert _rows(platform_env, "payments_rejected", DAY) == 0
+    assert metadata_of(result, "raw/payments")["superseded_files"] == [original.name]
+
+
+def test_a_payment_id_of_another_day_is_rejected_and_that_day_keeps_its_payment(
+    platform_env, materialize
+):
+    platform_env.seed()
+    materialize(PAYMENT_KEYS, partition_key="2026-03-08")
+    other_day = platform_env.query(
+        "SELECT payment_id, amount FROM raw.payments WHERE file_date = '2026-03-08' "
+        "ORDER BY payment_id LIMIT 1"
+    )[0]
+    path = platform_env.landing / f"payments_{DAY}.csv"
+    reused = f"{other_day[0]},{_some_order(platform_env)},1.00,EUR,card,{DAY}T12:00:00Z\n"
+    path.write_text(path.read_text() + reused)
+
+    result = materialize(PAYMENT_KEYS, partition_key=DAY)
+
+    assert result.success
+    assert platform_env.query(
+        "SELECT file_date::text, amount FROM raw.payments WHERE payment_id = %s", (other_day[0],)
+    ) == [("2026-03-08", other_day[1])]
+    assert platform_env.query(
+        "SELECT reason, detail LIKE %s FROM raw.payments_rejected WHERE raw_line = %s",
+        ("%payments_2026-03-08.csv:%already loaded%", reused.strip()),
+    ) == [("duplicate_payment_id", True)]
+
+
+def test_a_badly_named_file_is_skipped_by_name_and_the_day_still_loads(platform_env, materialize):
+    platform_env.seed()
+    (platform_env.landing / "payments_2026-02-30.csv").write_text(HEADER)
+
+    result = materialize(PAYMENT_KEYS, partition_key=DAY)
+
+    assert result.success
+    assert _rows(platform_env, "payments", DAY) > 0
+    skipped = metadata_of(result, "raw/payments")["skipped_files"]
+    assert skipped == ["payments_2026-02-30.csv: 2026-02-30 is not a calendar day"]
+
+
+def test_hostile_lines_are_quarantined_with_reasons_and_the_good_rows_load(
+    platform_env, materialize
+):
+    platform_env.seed()
+    order = _some_order(platform_env)
+    good = f"900000001,{order},104.68,EUR,card,{DAY}T10:00:00Z\n"
+    hostile = [
+        f"900000002,{order},12345678901234.00,EUR,card,{DAY}T10:00:00Z\n",  # beyond numeric(12,2)
+        f"99999999999999999999,{order},1.00,EUR,card,{DAY}T10:00:00Z\n",  # beyond bigint
+        f"900000003,{order},1.00,EUR,ca\x00rd,{DAY}T10:00:00Z\n",  # NUL
+        f"900000004,{order},1.00,EUR,carte bleue \xe9,{DAY}T10:00:00Z\n",  # latin-1 byte
+        f"900000005,{order},104.6",  # the transfer was cut inside the amount 104.68
+    ]
+    body = HEADER.encode() + good.encode() + "".join(hostile).encode("latin-1")
+    (platform_env.landing / f"payments_{DAY}.csv").write_bytes(b"\xef\xbb\xbf" + body)
+
+    result = materialize(PAYMENT_KEYS, partition_key=DAY)
+
+    assert result.success
+    assert platform_env.query(
+        "SELECT payment_id, amount::text FROM raw.payments WHERE file_date = %s", (DAY,)
+    ) == [(900000001, "104.68")]
+    assert platform_env.query(
+        "SELECT source_line, reason FROM raw.payments_rejected WHERE file_date = %s "
+        "ORDER BY source_line",
+        (DAY,),
+    ) == [
+        (3, "out_of_range"), (4, "out_of_range"), (5, "bad_value"), (6, "bad_encoding"),
+        (7, "truncated_line"),
+    ]  # fmt: skip

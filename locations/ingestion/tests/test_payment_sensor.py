@@ -102,3 +102,28 @@ def test_run_keys_make_a_repeated_request_a_no_op(landing):
 def test_a_missing_landing_area_fails_with_its_url(tmp_path):
     with pytest.raises(Exception, match="does-not-exist"):
         tick(tmp_path / "does-not-exist", None)
+
+
+def test_a_file_named_for_an_impossible_day_is_skipped_and_named_once(landing, capfd):
+    drop(landing, "payments_2026-02-30.csv")
+    drop(landing, "payments_2026-03-01_part-2.csv")
+    drop(landing, "payments_2026-03-01.csv")
+
+    first = tick(landing, None)
+    first_log = capfd.readouterr().err
+    again = tick(landing, first.cursor)
+
+    assert days(first) == ["2026-03-01"]
+    assert "payments_2026-02-30.csv: skipped, 2026-02-30 is not a calendar day" in first_log
+    assert "payments_2026-03-01_part-2.csv: skipped, not a payment file name" in first_log
+    assert days(again) == []
+    assert "skipped" not in capfd.readouterr().err
+
+
+def test_a_redelivery_requests_its_day_again(landing):
+    drop(landing, "payments_2026-03-01.csv")
+    cursor = tick(landing, None).cursor
+
+    drop(landing, "payments_2026-03-01_resend.csv")
+
+    assert days(tick(landing, cursor)) == ["2026-03-01"]

@@ -3,15 +3,22 @@
 from datetime import date
 from decimal import Decimal
 
+import pytest
+
 from ingestion.defs.payments.files import (
+    BAD_ENCODING,
     BAD_HEADER,
+    BAD_QUOTING,
     BAD_TYPE,
     BAD_VALUE,
     DUPLICATE,
     MISSING_FIELD,
+    OUT_OF_RANGE,
+    TRUNCATED,
     UNKNOWN_ORDER,
     WRONG_FIELD_COUNT,
     LandingFile,
+    parse_name,
     validate,
 )
 
@@ -24,8 +31,15 @@ def known(order_ids: set[int]) -> set[int]:
     return order_ids & KNOWN_ORDERS
 
 
-def run(body: str, header: str = HEADER):
-    return validate([(FILE, header + body)], known)
+def run(body: str | bytes, header: str | bytes = HEADER, loaded_elsewhere=lambda ids: {}):
+    data = (header if isinstance(header, bytes) else header.encode()) + (
+        body if isinstance(body, bytes) else body.encode()
+    )
+    return validate([(FILE, data)], known, loaded_elsewhere)
+
+
+def reasons(rows) -> dict[int, str]:
+    return {r["source_line"]: r["reason"] for r in rows.rejected}
 
 
 def test_valid_lines_become_typed_rows_with_their_origin():
@@ -50,7 +64,7 @@ def test_each_kind_of_malformed_line_is_rejected_with_reason_and_line():
         "6,12,9.999,EUR,card,2026-03-01T10:00:00Z\n"  # line 7: sub-cent amount
         "7,12,9.99,EUR,card,yesterday\n"  # line 8: not a timestamp
         "1,12,5.00,EUR,card,2026-03-01T11:00:00Z\n"  # line 9: payment id reused
-        "8,12,5.0"  # line 10: cut short
+        "8,12,5.0\n"  # line 10: a short line (ends with a newline, so not a cut transfer)
     )
 
     rows = run(body)
@@ -68,9 +82,9 @@ def test_each_kind_of_malformed_line_is_rejected_with_reason_and_line():
         10: WRONG_FIELD_COUNT,
     }
     assert rows.rejected_by_reason()[WRONG_FIELD_COUNT] == 2
-    truncated = next(r for r in rows.rejected if r["source_line"] == 10)
-    assert truncated["raw_line"] == "8,12,5.0"
-    assert "got 3" in truncated["detail"]
+    short = next(r for r in rows.rejected if r["source_line"] == 10)
+    assert short["raw_line"] == "8,12,5.0"
+    assert "got 3" in short["detail"]
 
 
 def test_a_garbled_line_never_pushes_out_the_good_line_it_resembles():
@@ -101,3 +115,182 @@ def test_a_column_the_provider_adds_travels_with_the_rows():
 
     assert rows.extra_columns == {"card_brand"}
     assert rows.good[0]["card_brand"] == "visa"
+
+
+# -- the delivery contract, class by class (docs/payment-files.md) ----------------------------
+
+GOOD = "1,10,104.68,EUR,card,2026-03-01T10:00:00Z\n"
+
+
+def test_a_last_line_cut_inside_a_field_is_rejected_as_truncated_never_loaded_short():
+    rows = run(GOOD + "2,11,104.6")  # the transfer stopped inside the amount 104.68
+
+    assert [r["payment_id"] for r in rows.good] == [1]
+    assert reasons(rows) == {3: TRUNCATED}
+    assert "cut in transfer" in rows.rejected[0]["detail"]
+    assert rows.rejected[0]["raw_line"] == "2,11,104.6"
+
+
+def test_a_complete_last_line_without_a_newline_is_still_rejected_as_truncated():
+    # A cut at a field boundary parses as a valid row: only the missing line end tells.
+    rows = run(GOOD + "2,11,104,EUR,card,2026-03-01T10:00:00Z")
+
+    assert [r["payment_id"] for r in rows.good] == [1]
+    assert reasons(rows) == {3: TRUNCATED}
+
+
+@pytest.mark.parametrize(
+    ("line", "detail"),
+    [
+        ("9223372036854775808,10,1.00,EUR,card,2026-03-01T10:00:00Z", "payment_id="),
+        ("0,10,1.00,EUR,card,2026-03-01T10:00:00Z", "payment_id="),
+        ("1,-10,1.00,EUR,card,2026-03-01T10:00:00Z", "order_id="),
+        ("1,10,12345678901234567890.00,EUR,card,2026-03-01T10:00:00Z", "amount="),
+        ("1,10,10000000000,EUR,card,2026-03-01T10:00:00Z", "amount="),
+        ("1,10,1.00,EUR," + "x" * 65 + ",2026-03-01T10:00:00Z", "method is 65 characters"),
+        ("1,10,1.00,EUR,card,9999-12-31T23:59:59-05:00", "paid_at="),
+    ],
+)
+def test_a_value_beyond_its_columns_range_is_a_rejected_row_not_a_failed_day(line, detail):
+    rows = run(GOOD + line + "\n")
+
+    assert [r["payment_id"] for r in rows.good] == [1]
+    assert reasons(rows) == {3: OUT_OF_RANGE}
+    assert rows.rejected[0]["detail"].startswith(detail)
+
+
+def test_the_widest_amount_the_column_holds_is_accepted():
+    rows = run("1,10,9999999999.99,EUR,card,2026-03-01T10:00:00Z\n")
+
+    assert rows.rejected == []
+    assert rows.good[0]["amount"] == Decimal("9999999999.99")
+
+
+@pytest.mark.parametrize("text", ["1e3", "NaN", "Infinity", "1_000", " 12,5"])
+def test_numbers_in_forms_python_accepts_but_the_contract_does_not_are_rejected(text):
+    rows = run(f'1,10,"{text}",EUR,card,2026-03-01T10:00:00Z\n')
+
+    assert rows.good == []
+    assert [r["reason"] for r in rows.rejected] == [BAD_TYPE]
+
+
+def test_a_byte_order_mark_is_accepted():
+    rows = run(GOOD, header=b"\xef\xbb\xbf" + HEADER.encode())
+
+    assert rows.rejected == []
+    assert [r["payment_id"] for r in rows.good] == [1]
+
+
+def test_a_line_that_is_not_utf8_is_rejected_with_the_byte_and_kept_readable():
+    latin1 = "2,11,5.00,EUR,carte bancaire é,2026-03-01T10:00:00Z\n".encode("latin-1")
+
+    rows = run(GOOD.encode() + latin1)
+
+    assert [r["payment_id"] for r in rows.good] == [1]
+    [rejected] = rows.rejected
+    assert rejected["reason"] == BAD_ENCODING
+    assert "byte 0xe9" in rejected["detail"]
+    assert "\\xe9" in rejected["raw_line"]
+    assert "\ufffd" not in str(rows.good) + str(rows.rejected)
+
+
+def test_a_header_that_is_not_utf8_rejects_every_line_of_the_file():
+    rows = run(GOOD, header="payment_id,order_id,amount,currency,méthode,method,paid_at\n".encode(
+        "latin-1"
+    ))  # fmt: skip
+
+    assert rows.good == []
+    assert [(r["reason"], "not UTF-8" in r["detail"]) for r in rows.rejected] == [
+        (BAD_HEADER, True)
+    ]
+
+
+def test_trailing_delimiters_on_the_header_and_rows_are_tolerated():
+    rows = run(GOOD.replace("\n", ",\n") + "2,11,5.00,EUR,card,2026-03-01T10:00:00Z,,\n",
+               header=HEADER.replace("\n", ",\n"))  # fmt: skip
+
+    assert rows.rejected == []
+    assert [r["payment_id"] for r in rows.good] == [1, 2]
+    assert rows.extra_columns == set()
+
+
+def test_a_value_in_a_column_without_a_header_name_is_a_wrong_field_count():
+    rows = run("1,10,1.00,EUR,card,2026-03-01T10:00:00Z,surprise\n")
+
+    assert reasons(rows) == {2: WRONG_FIELD_COUNT}
+
+
+@pytest.mark.parametrize("column", ["file_date", "source_file", "source_line", "_dlt_id"])
+def test_a_provider_column_named_like_one_the_pipeline_adds_is_refused(column):
+    rows = run("1,10,1.00,EUR,card,2026-03-01T10:00:00Z,x\n", header=HEADER.replace(
+        "\n", f",{column}\n"
+    ))  # fmt: skip
+
+    assert rows.good == []
+    [rejected] = rows.rejected
+    assert rejected["reason"] == BAD_HEADER
+    assert f"{column!r} is reserved" in rejected["detail"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "detail"),
+    [("Card Brand", "not a valid column name"), ("amount", "names 'amount' twice")],
+)
+def test_a_header_with_an_unusable_column_name_rejects_the_file_with_the_reason(extra, detail):
+    rows = run("1,10,1.00,EUR,card,2026-03-01T10:00:00Z,x\n", header=HEADER.replace(
+        "\n", f",{extra}\n"
+    ))  # fmt: skip
+
+    assert rows.good == []
+    assert [r["reason"] for r in rows.rejected] == [BAD_HEADER]
+    assert detail in rows.rejected[0]["detail"]
+
+
+def test_nul_characters_and_unclosed_quotes_are_rejected_rows():
+    rows = run(GOOD + "2,11,5.00,EUR,ca\x00rd,2026-03-01T10:00:00Z\n"
+               + '3,11,5.00,EUR,"card,2026-03-01T10:00:00Z\n')  # fmt: skip
+
+    assert [r["payment_id"] for r in rows.good] == [1]
+    assert reasons(rows) == {3: BAD_VALUE, 4: BAD_QUOTING}
+    assert "\x00" not in rows.rejected[0]["raw_line"]
+
+
+def test_a_unicode_line_separator_inside_a_field_does_not_split_the_line():
+    rows = run("1,10,1.00,EUR,card\u2028debit,2026-03-01T10:00:00Z\n")
+
+    assert rows.rejected == []
+    assert rows.good[0]["method"] == "card\u2028debit"
+
+
+def test_a_payment_id_already_loaded_for_another_day_is_rejected_naming_where():
+    rows = run(GOOD, loaded_elsewhere=lambda ids: {1: "payments_2026-02-27.csv:5 (already loaded)"})
+
+    assert rows.good == []
+    [rejected] = rows.rejected
+    assert rejected["reason"] == DUPLICATE
+    assert "payments_2026-02-27.csv:5" in rejected["detail"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("payments_2026-03-01.csv", (date(2026, 3, 1), 0)),
+        ("payments_2026-03-01_resend.csv", (date(2026, 3, 1), 1)),
+        ("payments_2026-03-01_resend-2.csv", (date(2026, 3, 1), 2)),
+        ("payments_2026-03-01_resend-12.csv", (date(2026, 3, 1), 12)),
+        ("payments_2026-02-30.csv", "2026-02-30 is not a calendar day"),
+        ("payments_2026-13-01_resend.csv", "2026-13-01 is not a calendar day"),
+        ("payments_2026-03-01_resend-1.csv", "not a payment file name"),
+        ("payments_2026-03-01_part2.csv", "not a payment file name"),
+        ("payments_20260301.csv", "not a payment file name"),
+        ("notes.txt", "not a payment file name"),
+    ],
+)
+def test_file_names_follow_the_contract(name, expected):
+    parsed = parse_name(name)
+
+    if isinstance(expected, str):
+        assert isinstance(parsed, str)
+        assert parsed.startswith(expected)
+    else:
+        assert parsed == expected

@@ -11,12 +11,19 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from psycopg2 import sql
 
 from ingestion.defs.payments.assets import (
+    ALLOW_EMPTY_CONFIG,
     PAYMENT_SPECS,
     PAYMENTS,
     PAYMENTS_REJECTED,
     REJECT_CHECK,
 )
-from ingestion.defs.payments.files import ValidatedRows, list_landing, read_text, validate
+from ingestion.defs.payments.files import (
+    LandingFile,
+    ValidatedRows,
+    list_landing,
+    read_bytes,
+    validate,
+)
 from ingestion.defs.resources import PaymentLanding, PostgresResource
 from ingestion.pipelines.raw import SMALL_FILE_FORMAT, raw_pipeline
 
@@ -58,23 +65,36 @@ def good_table(rows: ValidatedRows) -> pa.Table:
     return pa.Table.from_pylist(rows.good, schema=schema)
 
 
+def _replace_days(days: list[date]) -> dict:
+    """Merge that replaces exactly the run's days: dlt deletes the rows the scope selects and
+    inserts the staged ones in one transaction, so a day is never half replaced, a day whose
+    load has no rows is emptied, and rows of other days are never touched. The scope is one
+    condition on `file_date`, so the delete is one scan (or an index range) instead of dlt's
+    key join, which matched `payment_id = ... OR file_date = ...` row by row."""
+    listed = ", ".join(f"'{day.isoformat()}'" for day in days)
+    return {
+        "disposition": "merge",
+        "strategy": "delete-insert",
+        "destination_scope": f"file_date IN ({listed})",
+        # Validation keeps one row per key and day, so the merge need not sort to deduplicate.
+        "deduplicated": True,
+    }
+
+
 @dlt.source(name="payment_files")
-def payment_files_source(rows: ValidatedRows) -> Iterator:
-    """Good and rejected rows of the requested days. Both tables merge on their key with
-    `file_date` as merge key, so loading a day again replaces that day's rows."""
+def payment_files_source(rows: ValidatedRows, days: list[date]) -> Iterator:
+    """Good and rejected rows of the requested days; loading replaces those days."""
     yield dlt.resource(
         good_table(rows),
         name="payments",
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-        primary_key="payment_id",
-        merge_key="file_date",
+        write_disposition=_replace_days(days),
+        primary_key=("file_date", "payment_id"),
     )
     yield dlt.resource(
         pa.Table.from_pylist(rows.rejected, schema=REJECTED_SCHEMA),
         name="payments_rejected",
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        write_disposition=_replace_days(days),
         primary_key=("source_file", "source_line"),
-        merge_key="file_date",
     )
 
 
@@ -87,21 +107,91 @@ def _known_orders(shop_db: PostgresResource):
     return lookup
 
 
-def _clear_days(warehouse: PostgresResource, table: str, days: list[date]) -> None:
-    """Remove a table's rows for days whose new load has none (dlt's delete-insert only
-    replaces days present in the load). Runs after a successful load, so rows only disappear
-    once their replacement is in."""
-    if not days:
-        return
-    with warehouse.connect() as conn, conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
-        if cur.fetchone()[0] is not None:
+def _table_exists(cur, table: str) -> bool:
+    cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
+    return cur.fetchone()[0] is not None
+
+
+def _loaded_elsewhere(warehouse: PostgresResource, days: list[date]):
+    """Payment ids raw holds for days other than `days`, with where they came from."""
+
+    def lookup(payment_ids: set[int]) -> dict[int, str]:
+        with warehouse.connect() as conn, conn.cursor() as cur:
+            if not _table_exists(cur, "payments"):
+                return {}
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE file_date = ANY(%s)").format(
-                    sql.Identifier("raw", table)
-                ),
-                (days,),
+                """SELECT p.payment_id, p.source_file, p.source_line
+                   FROM raw.payments AS p
+                   JOIN unnest(%s::bigint[]) AS n(payment_id) USING (payment_id)
+                   WHERE p.file_date <> ALL(%s)""",
+                (list(payment_ids), days),
             )
+            return {pid: f"{name}:{line} (already loaded)" for pid, name, line in cur.fetchall()}
+
+    return lookup
+
+
+def _loaded_payments(warehouse: PostgresResource, days: list[date]) -> dict[date, int]:
+    """Payments raw holds now for each of `days` that has any."""
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        if not _table_exists(cur, "payments"):
+            return {}
+        cur.execute(
+            "SELECT file_date, count(*) FROM raw.payments WHERE file_date = ANY(%s) "
+            "GROUP BY file_date",
+            (days,),
+        )
+        return dict(cur.fetchall())
+
+
+def _index_days(warehouse: PostgresResource) -> None:
+    """An index on `file_date` keeps each day's replacement a range scan as history grows
+    (dlt creates no indexes). Created once; cheap to ask for again."""
+    with warehouse.connect() as conn, conn, conn.cursor() as cur:
+        for table in ("payments", "payments_rejected"):
+            if _table_exists(cur, table):
+                cur.execute(
+                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (file_date)").format(
+                        sql.Identifier(f"{table}_file_date"), sql.Identifier("raw", table)
+                    )
+                )
+
+
+EMPTY_FILE = (
+    "{name} is empty (0 bytes). A delivery always has its header line, so an empty file is an "
+    "interrupted transfer: nothing was loaded for {day} and raw keeps what it had. Deliver the "
+    "file again; a day without payments is a file with the header line only."
+)
+EMPTYING = (
+    "{name} would replace {day}, which holds {loaded:,} payments in raw.payments, with none "
+    "({why}). Nothing was changed. If the day really has no payments, launch partition {day} "
+    "again with run config {config}; otherwise deliver the day again as {resend} "
+    "(docs/payment-files.md)."
+)
+
+
+def _refuse_emptying(
+    files: list[LandingFile], rows: ValidatedRows, loaded: dict[date, int]
+) -> None:
+    """Fail before loading when a delivery would take a loaded day's payments to none."""
+    good_days = {row["file_date"] for row in rows.good}
+    for file in files:
+        if file.day in good_days or not loaded.get(file.day):
+            continue
+        bad = [r for r in rows.rejected if r["source_file"] == file.name]
+        why = (
+            "the file has a header line and no rows"
+            if not bad
+            else f"all its {len(bad):,} lines were rejected, first: {bad[0]['reason']}: "
+            f"{bad[0]['detail']}"
+        )
+        raise dg.Failure(
+            description=EMPTYING.format(
+                name=file.name, day=file.day, loaded=loaded[file.day], why=why,
+                config=ALLOW_EMPTY_CONFIG,
+                resend=f"payments_{file.day}_resend-{max(2, file.delivery + 1)}.csv",
+            )
+        )  # fmt: skip
 
 
 def _preview(rows: list[dict], limit: int = 10) -> str:
@@ -118,33 +208,47 @@ def load_payment_files(
     landing: PaymentLanding,
     warehouse: PostgresResource,
     shop_db: PostgresResource,
+    allow_empty_redelivery: bool = False,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Validate the files of the run's days, load both tables, report the reject ratio."""
+    """Validate each run day's latest delivery, replace those days in both tables, report
+    the reject ratio."""
     days = sorted(date.fromisoformat(key) for key in context.partition_keys)
-    files = [f for f in list_landing(landing.url) if f.day in set(days)]
-    missing = sorted(set(days) - {f.day for f in files})
+    found = list_landing(landing.url)
+    for skipped in found.skipped:
+        context.log.warning(f"{skipped.name}: skipped, {skipped.reason}")
+    latest = found.latest_by_day()
+    missing = [day for day in days if day not in latest]
     if missing:
         raise dg.Failure(
             description=f"no payment file in {landing.url} for "
             + ", ".join(d.isoformat() for d in missing),
         )
+    files = [latest[day] for day in days]
+    superseded = [f.name for f in found.files if f.day in set(days) and f not in files]
     context.log.info(f"validating {len(files)} file(s): {', '.join(f.name for f in files)}")
-    rows = validate(((f, read_text(landing.url, f)) for f in files), _known_orders(shop_db))
+    contents = {file.name: read_bytes(landing.url, file) for file in files}
+    for file in files:
+        if not contents[file.name]:
+            raise dg.Failure(description=EMPTY_FILE.format(name=file.name, day=file.day))
+    rows = validate(
+        ((file, contents[file.name]) for file in files),
+        _known_orders(shop_db),
+        _loaded_elsewhere(warehouse, days),
+    )
+    if not allow_empty_redelivery:
+        _refuse_emptying(files, rows, _loaded_payments(warehouse, days))
 
     with raw_pipeline(PIPELINE_NAME, warehouse) as pipeline:
         results = list(
             DagsterDltResource().run(
                 context=context,
-                dlt_source=payment_files_source(rows),
+                dlt_source=payment_files_source(rows, days),
                 dlt_pipeline=pipeline,
                 dagster_dlt_translator=PaymentsTranslator(),
                 loader_file_format=SMALL_FILE_FORMAT,
             )
         )
-    good_days = {r["file_date"] for r in rows.good}
-    rejected_days = {r["file_date"] for r in rows.rejected}
-    _clear_days(warehouse, "payments", [d for d in days if d not in good_days])
-    _clear_days(warehouse, "payments_rejected", [d for d in days if d not in rejected_days])
+    _index_days(warehouse)
 
     by_reason = rows.rejected_by_reason()
     # Per-partition row counts only make sense when the run covers one day.
@@ -153,6 +257,8 @@ def load_payment_files(
         PAYMENTS: {
             "good_rows": len(rows.good),
             "files": [f.name for f in files],
+            "superseded_files": superseded,
+            "skipped_files": [f"{s.name}: {s.reason}" for s in found.skipped],
             **({"dagster/partition_row_count": len(rows.good)} if one_day else {}),
         },
         PAYMENTS_REJECTED: {

@@ -2,6 +2,7 @@
 per business day."""
 
 import dagster as dg
+from pydantic import Field
 
 from ingestion.defs.resources import PaymentLanding, PostgresResource
 
@@ -12,6 +13,22 @@ REJECT_CHECK = "reject_ratio_within_limit"
 # One partition per business day; a day's partition exists once the day is over, which is
 # when the provider delivers its file.
 PAYMENTS_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2025-01-01")
+
+
+class PaymentFilesConfig(dg.Config):
+    """Run configuration of a payment load; the defaults are what the sensor's runs use."""
+
+    allow_empty_redelivery: bool = Field(
+        default=False,
+        description=(
+            "Let a delivery with no valid rows replace a day that raw already holds payments "
+            "for. Without it such a run fails and changes nothing (docs/payment-files.md)."
+        ),
+    )
+
+
+# How an operator confirms that a loaded day really has no payments, quoted in the refusal.
+ALLOW_EMPTY_CONFIG = "ops: {payment_files: {config: {allow_empty_redelivery: true}}}"
 
 
 def _spec(key: dg.AssetKey, description: str, primary_key: str) -> dg.AssetSpec:
@@ -29,7 +46,7 @@ def _spec(key: dg.AssetKey, description: str, primary_key: str) -> dg.AssetSpec:
 PAYMENT_SPECS: dict[str, dg.AssetSpec] = {
     "payments": _spec(
         PAYMENTS, "Payments from the provider's daily files, one row per valid payment.",
-        "payment_id",
+        "file_date, payment_id",
     ),
     "payments_rejected": _spec(
         PAYMENTS_REJECTED,
@@ -57,11 +74,14 @@ PAYMENT_SPECS: dict[str, dg.AssetSpec] = {
 )
 def payment_files(
     context: dg.AssetExecutionContext,
+    config: PaymentFilesConfig,
     payment_landing: PaymentLanding,
     warehouse: PostgresResource,
     shop_db: PostgresResource,
 ):
-    """Validates the day's payment files and loads good and rejected rows into raw."""
+    """Validates each day's latest payment file and loads good and rejected rows into raw."""
     from ingestion.pipelines.payments import load_payment_files
 
-    yield from load_payment_files(context, payment_landing, warehouse, shop_db)
+    yield from load_payment_files(
+        context, payment_landing, warehouse, shop_db, config.allow_empty_redelivery
+    )

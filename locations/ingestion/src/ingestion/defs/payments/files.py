@@ -1,35 +1,62 @@
 """The payment provider's files: finding them in the landing area and validating their rows.
 
-File names carry the business day they belong to: `payments_YYYY-MM-DD.csv`, optionally with a
-suffix for a second delivery of the same day (`payments_2026-11-20_resend.csv`). Producers
-write to a hidden temporary name and rename; hidden files are never read.
+This module enforces the delivery contract in docs/payment-files.md:
 
-A record is one line (the provider never quotes newlines). Validation splits every line into
-a good row or a rejected one; a rejected line keeps its file,
-line number, reason code, detail and the raw text, so nothing is lost and every rejection can
-be explained. Columns beyond the required ones are carried through as text, so a provider that
-adds a column adds it to raw.payments (dlt evolves the table) instead of breaking the load.
+- Names: `payments_YYYY-MM-DD.csv` is a day's delivery; `payments_YYYY-MM-DD_resend.csv`,
+  then `_resend-2`, `_resend-3`, ... are its re-deliveries. Each delivery is the whole day, so
+  the latest one replaces the day. Any other visible name is reported and skipped. Producers
+  write to a hidden temporary name and rename; hidden files are never read.
+- Content: UTF-8 (a byte-order mark is accepted), a header line, one record per line ending in
+  a newline. A last line without one was cut in transfer and is rejected as truncated.
+- Every line ends up a good row or a rejected one. A rejected line keeps its file, line
+  number, reason code, detail and raw text, so nothing is lost and every rejection can be
+  explained. Columns beyond the required ones are carried through as text, so a provider that
+  adds a column adds it to raw.payments (dlt evolves the table) instead of breaking the load.
 """
 
 import csv
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import fsspec
 
-FILE_NAME = re.compile(r"^payments_(?P<day>\d{4}-\d{2}-\d{2})(?:_[A-Za-z0-9-]+)?\.csv$")
+# The N of `_resend-N` starts at 2: `_resend` is the first re-delivery.
+FILE_NAME = re.compile(
+    r"^payments_(?P<day>\d{4}-\d{2}-\d{2})(?P<resend>_resend(?:-(?P<n>[2-9]|[1-9][0-9]+))?)?\.csv$"
+)
+EXPECTED_NAME = "payments_YYYY-MM-DD.csv, or payments_YYYY-MM-DD_resend[-N].csv to re-deliver"
 REQUIRED_COLUMNS = ("payment_id", "order_id", "amount", "currency", "method", "paid_at")
+# Columns the pipeline adds to every row; dlt reserves its own `_dlt` prefix.
+RESERVED_COLUMNS = ("file_date", "source_file", "source_line")
+RESERVED_PREFIX = "_dlt"
+# Extra columns become raw.payments columns as they are: names PostgreSQL and dbt take unquoted.
+EXTRA_COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 MAX_RAW_LINE = 2000
-CENTS = Decimal("0.01")
+BOM = b"\xef\xbb\xbf"
+
+# The ranges of raw.payments' columns: a value outside them is a rejected row, never a failed
+# load. Amounts are numeric(12,2); ids are positive bigints.
+AMOUNT_PRECISION, AMOUNT_SCALE = 12, 2
+MAX_AMOUNT = Decimal(10) ** (AMOUNT_PRECISION - AMOUNT_SCALE) - Decimal("0.01")
+MAX_ID = 2**63 - 1
+MAX_TEXT = {"method": 64}
+MAX_EXTRA_TEXT = 1000
+INTEGER = re.compile(r"-?[0-9]+")
+DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+CURRENCY = re.compile(r"[A-Z]{3}")
 
 # Reason codes of rejected rows.
 WRONG_FIELD_COUNT = "wrong_field_count"
 MISSING_FIELD = "missing_field"
 BAD_TYPE = "bad_type"
 BAD_VALUE = "bad_value"
+OUT_OF_RANGE = "out_of_range"
+BAD_ENCODING = "bad_encoding"
+BAD_QUOTING = "bad_quoting"
+TRUNCATED = "truncated_line"
 DUPLICATE = "duplicate_payment_id"
 UNKNOWN_ORDER = "unknown_order"
 BAD_HEADER = "bad_header"
@@ -37,36 +64,83 @@ BAD_HEADER = "bad_header"
 
 @dataclass(frozen=True)
 class LandingFile:
-    """A payment file in the landing area. `version` changes when the file is replaced
-    (size and modification time, or the object store's ETag)."""
+    """A payment file in the landing area: its day, its place among the day's deliveries (0 for
+    the first, N for the N-th re-delivery) and its `version`, which changes when the file is
+    replaced (size and modification time, or the object store's ETag)."""
 
     name: str
     path: str
     day: date
     version: str = ""
+    delivery: int = 0
+    size: int | None = None
 
 
-def list_landing(url: str) -> list[LandingFile]:
-    """Every payment file in the landing area (any fsspec URL), oldest day first."""
+@dataclass(frozen=True)
+class SkippedFile:
+    """A visible file in the landing area that is not a payment file by the contract."""
+
+    name: str
+    reason: str
+    version: str = ""
+
+
+@dataclass
+class Landing:
+    files: list[LandingFile] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    def latest_by_day(self) -> dict[date, LandingFile]:
+        """Each day's latest delivery, which is the day's content."""
+        latest: dict[date, LandingFile] = {}
+        for file in self.files:
+            latest[file.day] = file
+        return latest
+
+
+def parse_name(name: str) -> tuple[date, int] | str:
+    """(day, delivery number) of a payment file name, or why the name is not one."""
+    match = FILE_NAME.match(name)
+    if not match:
+        return f"not a payment file name (expected {EXPECTED_NAME})"
+    try:
+        day = date.fromisoformat(match["day"])
+    except ValueError:
+        return f"{match['day']} is not a calendar day"
+    if match["resend"] is None:
+        return day, 0
+    return day, int(match["n"] or 1)
+
+
+def list_landing(url: str) -> Landing:
+    """Every payment file in the landing area (any fsspec URL), in delivery order, and every
+    other visible file with the reason it is skipped."""
     fs, root = fsspec.core.url_to_fs(url)
     if not fs.exists(root):
         raise FileNotFoundError(f"payment landing area {url!r} does not exist")
-    found = []
+    landing = Landing()
     for info in fs.ls(root, detail=True):
         path = info["name"]
         name = path.rstrip("/").rsplit("/", 1)[-1]
-        match = FILE_NAME.match(name)
-        if match and info.get("type") == "file":
-            stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
-            version = f"{info.get('size', '')}:{stamp}"
-            found.append(LandingFile(name, path, date.fromisoformat(match["day"]), version))
-    return sorted(found, key=lambda f: (f.day, f.name))
+        if name.startswith(".") or info.get("type") != "file":
+            continue
+        stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
+        size = info.get("size")
+        version = f"{size if size is not None else ''}:{stamp}"
+        parsed = parse_name(name)
+        if isinstance(parsed, str):
+            landing.skipped.append(SkippedFile(name, parsed, version))
+            continue
+        landing.files.append(LandingFile(name, path, parsed[0], version, parsed[1], size))
+    landing.files.sort(key=lambda f: (f.day, f.delivery))
+    landing.skipped.sort(key=lambda s: s.name)
+    return landing
 
 
-def read_text(url: str, file: LandingFile) -> str:
+def read_bytes(url: str, file: LandingFile) -> bytes:
     fs, _ = fsspec.core.url_to_fs(url)
     with fs.open(file.path, "rb") as handle:
-        return handle.read().decode("utf-8", errors="replace")
+        return handle.read()
 
 
 @dataclass
@@ -76,11 +150,15 @@ class ValidatedRows:
     good: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     extra_columns: set[str] = field(default_factory=set)
+    # file name -> number of data lines (blank lines not counted)
+    lines: dict[str, int] = field(default_factory=dict)
 
     def reject(self, file: LandingFile, line: int, reason: str, detail: str, raw: str) -> None:
         self.rejected.append({
             "file_date": file.day, "source_file": file.name, "source_line": line,
-            "reason": reason, "detail": detail, "raw_line": raw[:MAX_RAW_LINE],
+            "reason": reason, "detail": detail,
+            # PostgreSQL text cannot hold NUL; the escape keeps the line readable and lossless.
+            "raw_line": raw[:MAX_RAW_LINE].replace("\x00", "\\x00"),
         })  # fmt: skip
 
     def rejected_by_reason(self) -> dict[str, int]:
@@ -90,81 +168,183 @@ class ValidatedRows:
         return dict(sorted(counts.items()))
 
 
+def _lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes without its line end, ended by a newline) of each line. Split on
+    `\\n` only: a Unicode line separator inside a field is data, not a line end."""
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
+    lines = data.split(b"\n")
+    complete = lines[-1] == b""
+    if complete:
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        ended = complete or number < len(lines)
+        yield number, line.removesuffix(b"\r"), ended
+
+
+def _header_problem(names: list[str]) -> str | None:
+    """Why a header cannot be used, or None."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        return f"header lacks {', '.join(missing)}"
+    for position, name in enumerate(names, start=1):
+        if not name:
+            return f"column {position} of the header has no name"
+        if names.count(name) > 1:
+            return f"header names {name!r} twice"
+        if name in RESERVED_COLUMNS or name.startswith(RESERVED_PREFIX):
+            return f"column {name!r} is reserved: the pipeline adds it to every row; rename it"
+        if name not in REQUIRED_COLUMNS and not EXTRA_COLUMN_NAME.fullmatch(name):
+            return (
+                f"column {name!r} is not a valid column name (lower-case letters, digits and "
+                "underscores, starting with a letter, at most 63 characters)"
+            )
+    return None
+
+
+def _header(raw: bytes) -> tuple[list[str], str | None]:
+    """Column names of a header line (trailing delimiters dropped) or why it is unusable."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return [], f"header is not UTF-8 ({_byte_error(error)})"
+    try:
+        names = [n.strip() for n in next(csv.reader([text], strict=True))]
+    except (csv.Error, StopIteration) as error:
+        return [], f"header cannot be parsed: {error}"
+    while names and not names[-1]:
+        names.pop()
+    return names, _header_problem(names)
+
+
+def _byte_error(error: UnicodeDecodeError) -> str:
+    return f"byte 0x{error.object[error.start]:02x} at position {error.start + 1}"
+
+
+def _identifier(column: str, text: str) -> tuple[int | None, tuple[str, str] | None]:
+    if not INTEGER.fullmatch(text):
+        return None, (BAD_TYPE, f"{column}={text!r} is not an integer")
+    value = int(text)
+    if not 1 <= value <= MAX_ID:
+        return None, (OUT_OF_RANGE, f"{column}={text!r} is not between 1 and {MAX_ID}")
+    return value, None
+
+
 def _parse_row(values: dict[str, str]) -> tuple[dict, tuple[str, str] | None]:
     """Typed values of one row, or the first (reason, detail) that makes it invalid."""
+    values = {k: v.strip() for k, v in values.items()}
+    for column, value in values.items():
+        if "\x00" in value:
+            return {}, (BAD_VALUE, f"{column} contains a NUL character")
     for column in REQUIRED_COLUMNS:
-        if not values.get(column, "").strip():
+        if not values[column]:
             return {}, (MISSING_FIELD, f"{column} is empty")
     row: dict = {}
     for column in ("payment_id", "order_id"):
-        try:
-            row[column] = int(values[column])
-        except ValueError:
-            return {}, (BAD_TYPE, f"{column}={values[column]!r} is not an integer")
-    try:
-        amount = Decimal(values["amount"])
-    except InvalidOperation:
-        return {}, (BAD_TYPE, f"amount={values['amount']!r} is not a decimal number")
-    if not amount.is_finite() or amount < 0 or amount != amount.quantize(CENTS):
-        return {}, (BAD_VALUE, f"amount={values['amount']!r} is not a non-negative amount in cents")
-    row["amount"] = amount
+        row[column], problem = _identifier(column, values[column])
+        if problem:
+            return {}, problem
+    text = values["amount"]
+    if not DECIMAL.fullmatch(text):
+        return {}, (BAD_TYPE, f"amount={text!r} is not a decimal number")
+    amount = Decimal(text)
+    if amount < 0 or amount != amount.quantize(Decimal(1).scaleb(-AMOUNT_SCALE)):
+        return {}, (BAD_VALUE, f"amount={text!r} is not a non-negative amount in cents")
+    if amount > MAX_AMOUNT:
+        return {}, (OUT_OF_RANGE, f"amount={text!r} exceeds {MAX_AMOUNT}")
+    row["amount"] = amount.quantize(Decimal(1).scaleb(-AMOUNT_SCALE))
     try:
         paid_at = datetime.fromisoformat(values["paid_at"])
     except ValueError:
         return {}, (BAD_TYPE, f"paid_at={values['paid_at']!r} is not an ISO 8601 timestamp")
     if paid_at.tzinfo is None:
         return {}, (BAD_VALUE, f"paid_at={values['paid_at']!r} has no time zone")
-    row["paid_at"] = paid_at
-    currency = values["currency"].strip()
-    if not re.fullmatch(r"[A-Z]{3}", currency):
-        return {}, (BAD_VALUE, f"currency={currency!r} is not an ISO 4217 code")
-    row["currency"] = currency
-    row["method"] = values["method"].strip()
+    try:
+        row["paid_at"] = paid_at.astimezone(UTC)
+    except OverflowError:
+        return {}, (OUT_OF_RANGE, f"paid_at={values['paid_at']!r} is outside the calendar")
+    if not CURRENCY.fullmatch(values["currency"]):
+        return {}, (BAD_VALUE, f"currency={values['currency']!r} is not an ISO 4217 code")
+    row["currency"] = values["currency"]
+    row["method"] = values["method"]
+    for column, value in values.items():
+        limit = MAX_TEXT.get(column, MAX_EXTRA_TEXT if column not in REQUIRED_COLUMNS else None)
+        if limit is not None and len(value) > limit:
+            return {}, (OUT_OF_RANGE, f"{column} is {len(value)} characters, at most {limit}")
     return row, None
 
 
+def _file_candidates(
+    file: LandingFile, data: bytes, result: ValidatedRows
+) -> Iterator[tuple[int, str, dict]]:
+    """(line, raw text, typed row) of each line of one file that passes the row-level rules;
+    every other line is rejected into `result`."""
+    lines = _lines(data)
+    first = next(lines, None)
+    result.lines[file.name] = 0
+    if first is None:
+        return
+    header, header_problem = _header(first[1])
+    for number, raw_bytes, ended in lines:
+        raw = raw_bytes.decode("utf-8", errors="backslashreplace")
+        if not raw.strip():
+            continue
+        result.lines[file.name] += 1
+        if header_problem:
+            result.reject(file, number, BAD_HEADER, header_problem, raw)
+            continue
+        if not ended:
+            detail = "the last line has no line end: the file was cut in transfer"
+            result.reject(file, number, TRUNCATED, detail, raw)
+            continue
+        try:
+            text = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as error:
+            result.reject(file, number, BAD_ENCODING, f"{_byte_error(error)} is not UTF-8", raw)
+            continue
+        try:
+            fields = next(csv.reader([text], strict=True))
+        except csv.Error as error:
+            result.reject(file, number, BAD_QUOTING, f"cannot be parsed as CSV: {error}", raw)
+            continue
+        # Fields past the header's are tolerated when empty: a trailing delimiter.
+        if len(fields) < len(header) or any(f.strip() for f in fields[len(header) :]):
+            detail = f"expected {len(header)} fields, got {len(fields)} (truncated line?)"
+            result.reject(file, number, WRONG_FIELD_COUNT, detail, raw)
+            continue
+        values = dict(zip(header, fields[: len(header)], strict=True))
+        row, problem = _parse_row(values)
+        if problem:
+            result.reject(file, number, *problem, raw)
+            continue
+        extras = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
+        result.extra_columns.update(extras)
+        row.update(extras, file_date=file.day, source_file=file.name, source_line=number)
+        yield number, raw, row
+
+
 def validate(
-    files: Iterable[tuple[LandingFile, str]],
+    files: Iterable[tuple[LandingFile, bytes]],
     known_orders: Callable[[set[int]], set[int]],
+    loaded_elsewhere: Callable[[set[int]], dict[int, str]] = lambda ids: {},
 ) -> ValidatedRows:
-    """Split the lines of `files` (file, text) into good and rejected rows.
+    """Split the lines of `files` (file, content) into good and rejected rows.
 
     `known_orders` answers which of a set of order ids exist in the shop; payments for other
-    ids are rejected. A payment id on two valid lines keeps the first and rejects the second;
-    lines rejected for another reason never count as the first (a garbled line must not push
-    out the good line it resembles).
+    ids are rejected. `loaded_elsewhere` answers which payment ids raw already holds for days
+    other than these files' (id -> where), so a payment is never in raw twice and loading one
+    day never touches another. A payment id on two valid lines keeps the first and rejects the
+    second; lines rejected for another reason never count as the first (a garbled line must not
+    push out the good line it resembles).
     """
     result = ValidatedRows()
     candidates: list[tuple[LandingFile, int, str, dict]] = []
-    for file, text in files:
-        lines = text.splitlines()
-        if not lines:
-            continue
-        header = [h.strip() for h in next(csv.reader([lines[0]]))]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        for number, raw in enumerate(lines[1:], start=2):
-            if not raw.strip():
-                continue
-            if missing:
-                result.reject(file, number, BAD_HEADER, f"header lacks {', '.join(missing)}", raw)
-                continue
-            fields = next(csv.reader([raw]))
-            if len(fields) != len(header):
-                detail = f"expected {len(header)} fields, got {len(fields)} (truncated line?)"
-                result.reject(file, number, WRONG_FIELD_COUNT, detail, raw)
-                continue
-            values = dict(zip(header, fields, strict=True))
-            row, problem = _parse_row(values)
-            if problem:
-                result.reject(file, number, *problem, raw)
-                continue
-            extras = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
-            result.extra_columns.update(extras)
-            row.update(extras, file_date=file.day, source_file=file.name, source_line=number)
-            candidates.append((file, number, raw, row))
+    for file, data in files:
+        candidates += [(file, *c) for c in _file_candidates(file, data, result)]
 
     existing = known_orders({row["order_id"] for *_, row in candidates}) if candidates else set()
-    first_line_of: dict[int, str] = {}
+    ids = {row["payment_id"] for *_, row in candidates}
+    first_line_of: dict[int, str] = loaded_elsewhere(ids) if candidates else {}
     for file, number, raw, row in candidates:
         payment_id = row["payment_id"]
         if row["order_id"] not in existing:

@@ -35,8 +35,15 @@ def payment_files_landed(
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     first_day = PAYMENTS_PARTITIONS.start.date().isoformat()
     last_day = PAYMENTS_PARTITIONS.get_last_partition_key()
+    landing = list_landing(payment_landing.url)
+    for skipped in landing.skipped:
+        # Reported once per version of the file, then left alone: one stray file must never
+        # stop the other days from loading.
+        if seen.get(skipped.name) != skipped.version:
+            context.log.warning(f"{skipped.name}: skipped, {skipped.reason}")
+            seen[skipped.name] = skipped.version
     new_by_day: dict[str, list[str]] = {}
-    for file in list_landing(payment_landing.url):
+    for file in landing.files:
         if seen.get(file.name) == file.version:
             continue
         day = file.day.isoformat()
