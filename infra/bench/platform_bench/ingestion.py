@@ -25,6 +25,11 @@ from platform_bench.platform import BenchPlatform
 from platform_devkit.runner import load_definitions
 
 ORDERS = dg.AssetKey(["raw", "orders"])
+PAYMENTS = dg.AssetKey(["raw", "payments"])
+# The benchmark's payment file: one payment per source order, all on one day long before the
+# seeded history, in a landing area of its own so no seeded file is read.
+PAYMENT_DAY = "2025-01-02"
+PAYMENT_HEADER = "payment_id,order_id,amount,currency,method,paid_at\n"
 COLUMNS = ("order_id", "customer_id", "status", "ordered_at", "updated_at")
 # The columns as raw.orders has them after a dlt load (dlt maps text to varchar).
 TABLE_DDL = """CREATE TABLE {} (
@@ -63,6 +68,7 @@ class Loads:
             import dlt  # noqa: F401
             import pandas  # noqa: F401
 
+            import ingestion.pipelines.payments
             import ingestion.pipelines.shop  # noqa: F401
 
     def source_rows(self) -> int:
@@ -188,6 +194,54 @@ class Loads:
             source.dispose()
             target.dispose()
         return Run(seconds, len(frame), {"read_sql": read, "to_sql": seconds - read})
+
+    # -- payment files ---------------------------------------------------------------------------
+    def write_payment_file(self) -> int:
+        """One day's payment file with a payment for every source order; returns its rows."""
+        folder = self.platform.workdir / "payment-bench"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"payments_{PAYMENT_DAY}.csv"
+        order_ids = [
+            row[0]
+            for row in self.platform.query(
+                "SELECT order_id FROM orders ORDER BY order_id", self.platform.shop_db
+            )
+        ]
+        with path.open("w") as out:
+            out.write(PAYMENT_HEADER)
+            for order_id in order_ids:
+                cents = 100 + order_id * 7919 % 500_000
+                out.write(
+                    f"{order_id},{order_id},{cents // 100}.{cents % 100:02d},EUR,card,"
+                    f"{PAYMENT_DAY}T12:00:00Z\n"
+                )
+        return len(order_ids)
+
+    def payments(self) -> Run:
+        """Materialise one day of raw/payments through Dagster in process, from the benchmark's
+        payment file (validation, dlt CSV load, the day-scoped merge)."""
+        import dlt
+
+        with self.platform.environment():
+            os.environ["PAYMENTS_LANDING_URL"] = str(self.platform.workdir / "payment-bench")
+            started = time.perf_counter()
+            result = dg.materialize(
+                assets=[*self.defs.assets, *self.defs.asset_checks],
+                selection=dg.AssetSelection.groups("payments"),
+                partition_key=PAYMENT_DAY,
+                resources=self.defs.resources,
+                instance=dg.DagsterInstance.ephemeral(),
+                run_config=QUIET,
+            )
+            seconds = time.perf_counter() - started
+        if not result.success:
+            raise RuntimeError("materialising raw/payments failed")
+        good = next(
+            e.materialization.metadata["good_rows"].value
+            for e in result.get_asset_materialization_events()
+            if e.materialization.asset_key == PAYMENTS
+        )
+        return Run(seconds, int(good), dlt_phases(dlt.current.pipeline(), seconds))
 
     def rows_in(self, table: str) -> int:
         return self.platform.query(f"SELECT count(*) FROM raw.{table}")[0][0]
