@@ -46,7 +46,7 @@ def test_valid_lines_become_typed_rows_with_their_origin():
     rows = run("1,10,12.50,EUR,card,2026-03-01T10:00:00Z\n")
 
     assert rows.rejected == []
-    [row] = rows.good
+    [row] = rows.good_rows()
     assert row["payment_id"] == 1
     assert row["order_id"] == 10
     assert row["amount"] == Decimal("12.50")
@@ -69,7 +69,7 @@ def test_each_kind_of_malformed_line_is_rejected_with_reason_and_line():
 
     rows = run(body)
 
-    assert [r["payment_id"] for r in rows.good] == [1]
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
     reasons = {r["source_line"]: r["reason"] for r in rows.rejected}
     assert reasons == {
         3: WRONG_FIELD_COUNT,
@@ -95,14 +95,14 @@ def test_a_garbled_line_never_pushes_out_the_good_line_it_resembles():
 
     rows = run(body)
 
-    assert [(r["payment_id"], r["order_id"]) for r in rows.good] == [(50, 10)]
+    assert [(r["payment_id"], r["order_id"]) for r in rows.good_rows()] == [(50, 10)]
     assert [r["reason"] for r in rows.rejected] == [UNKNOWN_ORDER]
 
 
 def test_a_header_without_a_required_column_rejects_every_line_of_that_file():
     rows = run("1,10,12.50,EUR,card\n", header="payment_id,order_id,amount,currency,method\n")
 
-    assert rows.good == []
+    assert rows.good_rows() == []
     assert [(r["reason"], r["detail"]) for r in rows.rejected] == [
         (BAD_HEADER, "header lacks paid_at")
     ]
@@ -114,7 +114,7 @@ def test_a_column_the_provider_adds_travels_with_the_rows():
     rows = run("1,10,12.50,EUR,card,2026-03-01T10:00:00Z,visa\n", header=header)
 
     assert rows.extra_columns == {"card_brand"}
-    assert rows.good[0]["card_brand"] == "visa"
+    assert rows.good_rows()[0]["card_brand"] == "visa"
 
 
 # -- the delivery contract, class by class (docs/payment-files.md) ----------------------------
@@ -125,7 +125,7 @@ GOOD = "1,10,104.68,EUR,card,2026-03-01T10:00:00Z\n"
 def test_a_last_line_cut_inside_a_field_is_rejected_as_truncated_never_loaded_short():
     rows = run(GOOD + "2,11,104.6")  # the transfer stopped inside the amount 104.68
 
-    assert [r["payment_id"] for r in rows.good] == [1]
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
     assert reasons(rows) == {3: TRUNCATED}
     assert "cut in transfer" in rows.rejected[0]["detail"]
     assert rows.rejected[0]["raw_line"] == "2,11,104.6"
@@ -135,7 +135,7 @@ def test_a_complete_last_line_without_a_newline_is_still_rejected_as_truncated()
     # A cut at a field boundary parses as a valid row: only the missing line end tells.
     rows = run(GOOD + "2,11,104,EUR,card,2026-03-01T10:00:00Z")
 
-    assert [r["payment_id"] for r in rows.good] == [1]
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
     assert reasons(rows) == {3: TRUNCATED}
 
 
@@ -154,7 +154,7 @@ def test_a_complete_last_line_without_a_newline_is_still_rejected_as_truncated()
 def test_a_value_beyond_its_columns_range_is_a_rejected_row_not_a_failed_day(line, detail):
     rows = run(GOOD + line + "\n")
 
-    assert [r["payment_id"] for r in rows.good] == [1]
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
     assert reasons(rows) == {3: OUT_OF_RANGE}
     assert rows.rejected[0]["detail"].startswith(detail)
 
@@ -163,14 +163,14 @@ def test_the_widest_amount_the_column_holds_is_accepted():
     rows = run("1,10,9999999999.99,EUR,card,2026-03-01T10:00:00Z\n")
 
     assert rows.rejected == []
-    assert rows.good[0]["amount"] == Decimal("9999999999.99")
+    assert rows.good_rows()[0]["amount"] == Decimal("9999999999.99")
 
 
 @pytest.mark.parametrize("text", ["1e3", "NaN", "Infinity", "1_000", " 12,5"])
 def test_numbers_in_forms_python_accepts_but_the_contract_does_not_are_rejected(text):
     rows = run(f'1,10,"{text}",EUR,card,2026-03-01T10:00:00Z\n')
 
-    assert rows.good == []
+    assert rows.good_rows() == []
     assert [r["reason"] for r in rows.rejected] == [BAD_TYPE]
 
 
@@ -178,7 +178,7 @@ def test_a_byte_order_mark_is_accepted():
     rows = run(GOOD, header=b"\xef\xbb\xbf" + HEADER.encode())
 
     assert rows.rejected == []
-    assert [r["payment_id"] for r in rows.good] == [1]
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
 
 
 def test_a_line_that_is_not_utf8_is_rejected_with_the_byte_and_kept_readable():
@@ -186,12 +186,12 @@ def test_a_line_that_is_not_utf8_is_rejected_with_the_byte_and_kept_readable():
 
     rows = run(GOOD.encode() + latin1)
 
-    assert [r["payment_id"] for r in rows.good] == [1]
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
     [rejected] = rows.rejected
     assert rejected["reason"] == BAD_ENCODING
     assert "byte 0xe9" in rejected["detail"]
     assert "\\xe9" in rejected["raw_line"]
-    assert "\ufffd" not in str(rows.good) + str(rows.rejected)
+    assert "\ufffd" not in str(rows.good_rows()) + str(rows.rejected)
 
 
 def test_a_header_that_is_not_utf8_rejects_every_line_of_the_file():
@@ -199,7 +199,7 @@ def test_a_header_that_is_not_utf8_rejects_every_line_of_the_file():
         "latin-1"
     ))  # fmt: skip
 
-    assert rows.good == []
+    assert rows.good_rows() == []
     assert [(r["reason"], "not UTF-8" in r["detail"]) for r in rows.rejected] == [
         (BAD_HEADER, True)
     ]
@@ -210,7 +210,7 @@ def test_trailing_delimiters_on_the_header_and_rows_are_tolerated():
                header=HEADER.replace("\n", ",\n"))  # fmt: skip
 
     assert rows.rejected == []
-    assert [r["payment_id"] for r in rows.good] == [1, 2]
+    assert [r["payment_id"] for r in rows.good_rows()] == [1, 2]
     assert rows.extra_columns == set()
 
 
@@ -226,7 +226,7 @@ def test_a_provider_column_named_like_one_the_pipeline_adds_is_refused(column):
         "\n", f",{column}\n"
     ))  # fmt: skip
 
-    assert rows.good == []
+    assert rows.good_rows() == []
     [rejected] = rows.rejected
     assert rejected["reason"] == BAD_HEADER
     assert f"{column!r} is reserved" in rejected["detail"]
@@ -241,7 +241,7 @@ def test_a_header_with_an_unusable_column_name_rejects_the_file_with_the_reason(
         "\n", f",{extra}\n"
     ))  # fmt: skip
 
-    assert rows.good == []
+    assert rows.good_rows() == []
     assert [r["reason"] for r in rows.rejected] == [BAD_HEADER]
     assert detail in rows.rejected[0]["detail"]
 
@@ -250,7 +250,7 @@ def test_nul_characters_and_unclosed_quotes_are_rejected_rows():
     rows = run(GOOD + "2,11,5.00,EUR,ca\x00rd,2026-03-01T10:00:00Z\n"
                + '3,11,5.00,EUR,"card,2026-03-01T10:00:00Z\n')  # fmt: skip
 
-    assert [r["payment_id"] for r in rows.good] == [1]
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
     assert reasons(rows) == {3: BAD_VALUE, 4: BAD_QUOTING}
     assert "\x00" not in rows.rejected[0]["raw_line"]
 
@@ -259,13 +259,13 @@ def test_a_unicode_line_separator_inside_a_field_does_not_split_the_line():
     rows = run("1,10,1.00,EUR,card\u2028debit,2026-03-01T10:00:00Z\n")
 
     assert rows.rejected == []
-    assert rows.good[0]["method"] == "card\u2028debit"
+    assert rows.good_rows()[0]["method"] == "card\u2028debit"
 
 
 def test_a_payment_id_already_loaded_for_another_day_is_rejected_naming_where():
     rows = run(GOOD, loaded_elsewhere=lambda ids: {1: "payments_2026-02-27.csv:5 (already loaded)"})
 
-    assert rows.good == []
+    assert rows.good_rows() == []
     [rejected] = rows.rejected
     assert rejected["reason"] == DUPLICATE
     assert "payments_2026-02-27.csv:5" in rejected["detail"]
@@ -294,3 +294,28 @@ def test_file_names_follow_the_contract(name, expected):
         assert parsed.startswith(expected)
     else:
         assert parsed == expected
+
+
+def test_a_line_in_plain_form_and_the_same_line_quoted_and_spaced_give_the_same_row():
+    plain = run("1,10,12.50,EUR,card,2026-03-01T10:00:00.5+01:00\n").good_rows()
+    quoted = run('"1", 10 ,"12.50",EUR, card ,2026-03-01T10:00:00.500000+01:00\n').good_rows()
+
+    assert plain == quoted
+    assert plain[0]["paid_at"].isoformat() == "2026-03-01T09:00:00.500000+00:00"
+
+
+def test_the_first_line_of_a_payment_id_wins_whichever_way_each_line_is_read():
+    rows = run(
+        '"7",10,1.00,EUR,card,2026-03-01T10:00:00Z\n' + "7,11,2.00,EUR,card,2026-03-01T10:00:00Z\n"
+    )
+
+    assert [(r["payment_id"], r["order_id"]) for r in rows.good_rows()] == [(7, 10)]
+    assert [(r["source_line"], r["reason"]) for r in rows.rejected] == [(3, DUPLICATE)]
+    assert "payments_2026-03-01.csv:2" in rows.rejected[0]["detail"]
+
+
+def test_a_file_for_the_30th_of_february_has_its_lines_rejected_not_its_day_failed():
+    rows = run(GOOD + "2,11,5.00,EUR,card,2026-02-30T10:00:00Z\n")
+
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
+    assert reasons(rows) == {3: BAD_TYPE}
