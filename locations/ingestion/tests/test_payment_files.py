@@ -139,17 +139,22 @@ def _some_order(platform) -> int:
 
 
 @pytest.mark.parametrize(
-    ("name", "body"),
+    ("name", "body", "says"),
     [
-        (f"payments_{DAY}.csv", ""),  # the day's file replaced by an empty one
-        (f"payments_{DAY}_resend.csv", ""),
-        (f"payments_{DAY}_resend.csv", HEADER),  # a header and nothing else
-        (f"payments_{DAY}_resend.csv", "payment_id,order_id\n1,2\n"),  # every line rejected
+        (f"payments_{DAY}.csv", "", "0 bytes"),  # the day's file replaced by an empty one
+        (f"payments_{DAY}_resend.csv", "", "0 bytes"),
+        (f"payments_{DAY}_resend.csv", HEADER, "allow_empty_redelivery"),  # header, no rows
+        (f"payments_{DAY}_resend.csv", "payment_id,order_id\n1,2\n", "allow_empty_redelivery"),
+        (f"payments_{DAY}_resend.csv", "\ufeff\n \n", "no header line"),  # BOM, white space
+        (f"payments_{DAY}_resend.csv", "payment_id,order_id\n", "header lacks amount"),
     ],
-    ids=["zero-bytes-in-place", "zero-bytes-resend", "header-only-resend", "all-rejected"],
-)
+    ids=[
+        "zero-bytes-in-place", "zero-bytes-resend", "header-only-resend", "all-rejected",
+        "no-header", "broken-header-only",
+    ],
+)  # fmt: skip
 def test_a_redelivery_without_rows_never_empties_a_loaded_day(
-    platform_env, materialize, name, body
+    platform_env, materialize, name, body, says
 ):
     platform_env.seed()
     materialize(PAYMENT_KEYS, partition_key=DAY)
@@ -163,7 +168,7 @@ def test_a_redelivery_without_rows_never_empties_a_loaded_day(
     assert _day_state(platform_env) == before
     message = _failure(result)
     assert name in message
-    assert ("0 bytes" in message) if not body else ("allow_empty_redelivery" in message)
+    assert says in message
 
 
 def test_an_operator_can_confirm_that_a_loaded_day_has_no_payments(platform_env, materialize):
@@ -178,6 +183,18 @@ def test_an_operator_can_confirm_that_a_loaded_day_has_no_payments(platform_env,
 
     assert result.success
     assert _day_state(platform_env) == (0, 0)
+
+
+def test_a_file_without_a_usable_header_for_a_new_day_fails_naming_the_file(
+    platform_env, materialize
+):
+    platform_env.seed()
+    (platform_env.landing / "payments_2026-03-09.csv").write_text("amount;currency\n")
+
+    result = materialize(PAYMENT_KEYS, partition_key="2026-03-09", raise_on_error=False)
+
+    assert not result.success
+    assert "payments_2026-03-09.csv is not a delivery: header lacks payment_id" in _failure(result)
 
 
 def test_a_header_only_file_for_a_new_day_loads_a_day_without_payments(platform_env, materialize):

@@ -153,6 +153,10 @@ EMPTY_FILE = (
     "interrupted transfer: nothing was loaded for {day} and raw keeps what it had. Deliver the "
     "file again; a day without payments is a file with the header line only."
 )
+UNUSABLE_FILE = (
+    "{name} is not a delivery: {reason}. A delivery's first line is its header "
+    "(docs/payment-files.md). Nothing was loaded; deliver the day again."
+)
 EMPTYING = (
     "{name} would replace {day}, which holds {loaded:,} payments in raw.payments, with none "
     "({why}). Nothing was changed. If the day really has no payments, launch partition {day} "
@@ -226,6 +230,8 @@ def load_payment_files(
         _known_orders(shop_db),
         _loaded_elsewhere(warehouse, days),
     )
+    for name, reason in rows.unusable.items():
+        raise dg.Failure(description=UNUSABLE_FILE.format(name=name, reason=reason))
     if not allow_empty_redelivery:
         _refuse_emptying(files, rows, _loaded_payments(warehouse, days))
 

@@ -157,6 +157,8 @@ class ValidatedRows:
     extra_columns: set[str] = field(default_factory=set)
     # file name -> number of data lines (blank lines not counted)
     lines: dict[str, int] = field(default_factory=dict)
+    # file name -> why a file without data lines is not a delivery (no or a broken header)
+    unusable: dict[str, str] = field(default_factory=dict)
 
     def reject(self, file: LandingFile, line: int, reason: str, detail: str, raw: str) -> None:
         self.rejected.append({
@@ -419,7 +421,8 @@ def _file_rows(file: LandingFile, data: bytes, result: ValidatedRows) -> list["p
     body = data[len(BOM) :] if data.startswith(BOM) else data
     first_end = body.find(b"\n")
     header_line = body if first_end < 0 else body[:first_end]
-    if not header_line.strip() and first_end < 0:
+    if not body.strip():
+        result.unusable[file.name] = "it has no header line (nothing but white space)"
         return []
     header, header_problem = _header(header_line.removesuffix(b"\r"))
     if header_problem:
@@ -428,6 +431,9 @@ def _file_rows(file: LandingFile, data: bytes, result: ValidatedRows) -> list["p
             if number > 1 and raw.strip():
                 result.lines[file.name] += 1
                 result.reject(file, number, BAD_HEADER, header_problem, raw)
+        if not result.lines[file.name]:
+            # No line to quarantine the reason with: the file itself is refused.
+            result.unusable[file.name] = header_problem
         return []
     complete = body.endswith(b"\n")
     try:
