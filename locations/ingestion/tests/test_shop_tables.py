@@ -1,8 +1,12 @@
 """The shop tables, loaded with dlt into raw on the real embedded PostgreSQL."""
 
+from datetime import datetime
+
 import dagster as dg
 import pytest
 
+from ingestion.defs.shop.checks import RECONCILIATION_CHECK
+from ingestion.pipelines.shop import LOOKBACK
 from platform_devkit.testing import check_of, metadata_of
 
 pytestmark = pytest.mark.integration
@@ -34,21 +38,47 @@ def test_full_load_lands_exactly_the_source_rows(platform_env, materialize):
         table = key.split("/")[1]
         assert metadata_of(result, key)["rows_loaded"] == delivery.rows[table]
         assert metadata_of(result, key)["dagster/row_count"] == delivery.rows[table]
-        assert check_of(result, key, "matches_source_up_to_cursor").passed
+        assert metadata_of(result, key)["rows_repaired"] == 0
+        assert check_of(result, key, RECONCILIATION_CHECK).passed
 
 
-def test_rerunning_the_load_adds_no_rows_and_extracts_none(platform_env, materialize):
+def _cursors(platform) -> dict[str, datetime]:
+    """Each table's newest loaded updated_at: where its next incremental read starts from."""
+    tables = [key.split("/")[1] for key in SHOP_KEYS]
+    return {t: platform.query(f"SELECT max(updated_at) FROM raw.{t}")[0][0] for t in tables}
+
+
+def _source_rows_since(platform, table: str, since: datetime) -> int:
+    """Source rows an incremental read from `since` (a loaded cursor) extracts: those of the
+    lookback window before it and any later."""
+    return platform.query(
+        f"SELECT count(*) FROM {table} WHERE updated_at >= %s",
+        (since - LOOKBACK,),
+        database=platform.env["SHOP_DB_NAME"],
+    )[0][0]
+
+
+def test_rerunning_the_load_adds_no_rows_and_extracts_only_the_lookback_window(
+    platform_env, materialize
+):
     platform_env.seed()
     materialize(SHOP_KEYS)
     before = _counts(platform_env, "raw")
+    cursors = _cursors(platform_env)
 
     again = materialize(SHOP_KEYS)
 
     assert again.success
     assert _counts(platform_env, "raw") == before
+    windows = {t: _source_rows_since(platform_env, t, cursors[t]) for t in before}
+    # Orders span days; all products were seeded at one instant, so their window is the table.
+    assert 0 < windows["orders"] < before["orders"]
     for key in SHOP_KEYS:
-        # dlt re-reads rows at the cursor value and drops them as already loaded.
-        assert metadata_of(again, key).get("rows_loaded", 0) == 0
+        table = key.split("/")[1]
+        # Nothing changed: the re-run re-reads the window before the cursor, and no more.
+        assert metadata_of(again, key)["rows_loaded"] == windows[table]
+        assert metadata_of(again, key)["rows_repaired"] == 0
+        assert check_of(again, key, RECONCILIATION_CHECK).passed
     duplicates = platform_env.query("SELECT count(*) - count(DISTINCT order_id) FROM raw.orders")[
         0
     ][0]
@@ -60,6 +90,7 @@ def test_source_changes_arrive_incrementally_with_only_changed_rows_extracted(
 ):
     platform_env.seed()
     materialize(SHOP_KEYS)
+    cursors = _cursors(platform_env)
     changes = platform_env.source().advance()
     assert changes.rows["orders"] > 0
 
@@ -67,7 +98,11 @@ def test_source_changes_arrive_incrementally_with_only_changed_rows_extracted(
 
     for key in SHOP_KEYS:
         table = key.split("/")[1]
-        assert metadata_of(result, key).get("rows_loaded", 0) == changes.rows.get(table, 0)
+        # The changed rows (all later than the cursor) and the lookback window, nothing else.
+        extracted = _source_rows_since(platform_env, table, cursors[table])
+        assert extracted >= changes.rows.get(table, 0)
+        assert metadata_of(result, key).get("rows_loaded", 0) == extracted
+        assert metadata_of(result, key)["rows_repaired"] == 0
     assert _counts(platform_env, "raw") == _source_counts(platform_env)
     # Updated rows replaced their earlier version: raw holds the source's current status.
     shop = platform_env.env["SHOP_DB_NAME"]

@@ -1,6 +1,7 @@
 """raw/customers, raw/products, raw/orders, raw/order_items: the shop database in the warehouse."""
 
 import dagster as dg
+from pydantic import Field
 
 from ingestion.defs.resources import PostgresResource
 
@@ -41,6 +42,20 @@ SHOP_SPECS: dict[str, dg.AssetSpec] = {
 }
 
 
+class ShopLoadConfig(dg.Config):
+    """Run configuration of a shop load; the defaults are what automation's runs use."""
+
+    resync: bool = Field(
+        default=False,
+        description=(
+            "Re-create the selected tables from the source: drop them in raw, with dlt's schema "
+            "and cursor for them, and load every row with the source's current column types. "
+            "For a source column whose new type raw cannot take; views on the tables must be "
+            "dropped first (docs/shop-reconciliation.md)."
+        ),
+    )
+
+
 @dg.multi_asset(
     specs=list(SHOP_SPECS.values()),
     can_subset=True,
@@ -50,11 +65,15 @@ SHOP_SPECS: dict[str, dg.AssetSpec] = {
     pool="ingestion_shop_db",
 )
 def shop_tables(
-    context: dg.AssetExecutionContext, shop_db: PostgresResource, warehouse: PostgresResource
+    context: dg.AssetExecutionContext,
+    config: ShopLoadConfig,
+    shop_db: PostgresResource,
+    warehouse: PostgresResource,
 ):
-    """Loads the changed rows of the shop tables into raw and merges them on primary keys."""
+    """Loads the changed rows of the shop tables into raw, merges them on primary keys, and
+    re-loads the rows that still differ from the source."""
     # dlt is imported by the runs that use it, not by the code server, whose start time it
     # would double.
     from ingestion.pipelines.shop import load_shop_tables
 
-    yield from load_shop_tables(context, shop_db, warehouse)
+    yield from load_shop_tables(context, shop_db, warehouse, resync=config.resync)
