@@ -243,6 +243,16 @@ class Loads:
         )
         return Run(seconds, int(good), dlt_phases(dlt.current.pipeline(), seconds))
 
+    def lookback_rows(self) -> int:
+        """Source orders the next incremental run reads: those at or after raw's cursor minus
+        the load's lookback (ingestion.pipelines.shop.LOOKBACK)."""
+        from ingestion.pipelines.shop import LOOKBACK
+
+        (cursor,) = self.platform.query("SELECT max(updated_at) FROM raw.orders")[0]
+        with self.platform.connect(None, self.platform.shop_db) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM orders WHERE updated_at >= %s", (cursor - LOOKBACK,))
+            return cur.fetchone()[0]
+
     def rows_in(self, table: str) -> int:
         return self.platform.query(f"SELECT count(*) FROM raw.{table}")[0][0]
 
