@@ -1,22 +1,19 @@
 """The shop's operational database in raw: a dlt source incremental on updated_at and merged on
-primary keys, a comparison of raw's content with the source's, and the repair built on it.
+primary keys, and the repair of what the comparison with the source finds
+(ingestion.pipelines.shop_drift).
 
 docs/shop-reconciliation.md explains the design and what it costs.
 """
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import dagster as dg
 import dlt
-import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from dagster_dlt import DagsterDltResource
-from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.extract.source import DltSource
 from dlt.sources.credentials import ConnectionStringCredentials
 from dlt.sources.sql_database import sql_database
@@ -25,212 +22,26 @@ from psycopg2 import sql
 from ingestion.defs.resources import PostgresResource
 from ingestion.defs.shop.assets import CURSOR_COLUMN, SHOP_TABLES
 from ingestion.pipelines.raw import BULK_FILE_FORMAT, RAW_DATASET, raw_pipeline
+from ingestion.pipelines.shop_columns import (
+    TableColumns,
+    raw_name,
+    read_columns,
+    resync_hint,
+    type_failure,
+)
+from ingestion.pipelines.shop_drift import (
+    BUCKET_DIGITS,
+    TableDrift,
+    compare_with_source,
+    comparison_connections,
+)
 
 PIPELINE_NAME = "shop_to_raw"
-
 # Each incremental read starts this long before the newest updated_at already loaded, so a row
 # committed late with a slightly older updated_at (a transaction that stamped it when it began)
 # arrives with the next read. The price: every run re-reads the rows of this window. Rows
 # further behind are found and repaired by the comparison below.
 LOOKBACK = timedelta(minutes=15)
-
-# Rows are compared in 16**3 = 4096 buckets, a row's bucket being the first hex digits of its
-# key's md5: the same on both servers, and even for any key distribution. Two digests per
-# bucket travel, not rows; rows are fetched only for the buckets that differ.
-BUCKET_DIGITS = 3
-SAMPLE_SIZE = 10
-# Columns dlt adds to raw tables; they have no counterpart in the source.
-DLT_COLUMNS = frozenset({"_dlt_load_id", "_dlt_id"})
-# Run config that re-creates tables from the source; named in the failures that need it.
-RESYNC_CONFIG = "ops: {shop_tables: {config: {resync: true}}}"
-
-# Families of column types that take one another's values: within a family the source may
-# change a column's type (integer -> bigint, varchar(20) -> text) and raw keeps its column, and
-# dlt itself creates raw columns of another type of the family (uuid -> varchar,
-# real -> double precision, jsonb -> json, numeric -> numeric(38,10)). Any other type is a
-# family of its own.
-TYPE_FAMILIES = {
-    "smallint": "integer",
-    "integer": "integer",
-    "bigint": "integer",
-    "numeric": "numeric",
-    "real": "float",
-    "double precision": "float",
-    "text": "text",
-    "character varying": "text",
-    "character": "text",
-    "uuid": "text",
-    "json": "json",
-    "jsonb": "json",
-}
-# The Arrow type a raw column takes in a binary COPY, which converts nothing: an int32 column
-# does not load into bigint, nor a float32 one into double precision.
-ARROW_TYPES = {
-    "smallint": pa.int16(),
-    "integer": pa.int32(),
-    "bigint": pa.int64(),
-    "real": pa.float32(),
-    "double precision": pa.float64(),
-}
-
-_naming = NamingConvention()
-
-
-def raw_name(column: str) -> str:
-    """The name dlt gives a source column in raw."""
-    return _naming.normalize_identifier(column)
-
-
-# -- columns on both sides ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class Column:
-    """A column as information_schema describes it."""
-
-    name: str
-    data_type: str
-    length: int | None = None
-    precision: int | None = None
-    scale: int | None = None
-
-    @property
-    def family(self) -> str:
-        return TYPE_FAMILIES.get(self.data_type, self.data_type)
-
-    def holds(self, other: "Column") -> bool:
-        """Whether this numeric column holds every value of `other` unchanged."""
-        if self.precision is None:
-            return True
-        if other.family == "integer":
-            digits = {"smallint": 5, "integer": 10}.get(other.data_type, 19)
-            return self.precision - self.scale >= digits
-        return (
-            other.precision is not None
-            and other.scale <= self.scale
-            and other.precision - other.scale <= self.precision - self.scale
-        )
-
-    def arrow_type(self) -> pa.DataType | None:
-        if self.data_type == "numeric" and self.precision is not None:
-            decimal = pa.decimal128 if self.precision <= 38 else pa.decimal256
-            return decimal(self.precision, self.scale)
-        return ARROW_TYPES.get(self.data_type)
-
-    def __str__(self) -> str:
-        if self.data_type == "numeric" and self.precision is not None:
-            return f"numeric({self.precision},{self.scale})"
-        if self.length is not None:
-            return f"{self.data_type}({self.length})"
-        return self.data_type
-
-
-@dataclass(frozen=True)
-class TableColumns:
-    """A shop table's columns in the source and in raw (none there when raw lacks the table)."""
-
-    table: str
-    source: dict[str, Column]
-    raw: dict[str, Column]
-
-    @property
-    def key(self) -> str:
-        return SHOP_TABLES[self.table][0]
-
-    def in_raw(self, column: Column) -> Column | None:
-        return self.raw.get(raw_name(column.name))
-
-    def missing_in_raw(self) -> list[str]:
-        return [name for name, column in self.source.items() if self.in_raw(column) is None]
-
-    def only_in_raw(self) -> list[str]:
-        names = {raw_name(name) for name in self.source}
-        return [name for name in self.raw if name not in names]
-
-    def of_another_type(self) -> list[tuple[Column, Column]]:
-        """(source, raw) pairs whose values raw's column cannot take."""
-        pairs = [(column, self.in_raw(column)) for column in self.source.values()]
-        return [
-            (source, raw)
-            for source, raw in pairs
-            if raw is not None
-            and source.family != raw.family
-            and not (source.family == "integer" and raw.family == "numeric" and raw.holds(source))
-        ]
-
-    def casts(self) -> dict[str, tuple[pa.DataType, Column, Column | None]]:
-        """Source column -> the Arrow type its values must take to load into raw."""
-        casts = {}
-        for column in self.source.values():
-            raw = self.in_raw(column)
-            if raw is None:
-                # dlt creates double precision for a new real column but writes its float32
-                # values as they are, which the binary COPY cannot load.
-                target = pa.float64() if column.data_type == "real" else None
-            elif raw.family == "numeric" and column.family == "numeric" and raw.holds(column):
-                target = None
-            else:
-                # Narrower numerics too: the cast fails on a value raw would round or overflow.
-                target = raw.arrow_type()
-            if target is not None:
-                casts[column.name] = (target, column, raw)
-        return casts
-
-
-def _columns(cur, schema: str | None, table: str) -> dict[str, Column]:
-    cur.execute(
-        """SELECT column_name, data_type, character_maximum_length, numeric_precision,
-                  numeric_scale
-           FROM information_schema.columns
-           WHERE table_schema = coalesce(%s, current_schema()) AND table_name = %s
-           ORDER BY ordinal_position""",
-        (schema, table),
-    )
-    columns = {}
-    for name, data_type, length, precision, scale in cur.fetchall():
-        if name in DLT_COLUMNS:
-            continue
-        numeric = data_type == "numeric"
-        columns[name] = Column(
-            name, data_type, length, precision if numeric else None, scale if numeric else None
-        )
-    return columns
-
-
-def read_columns(source_conn, raw_conn, table: str) -> TableColumns:
-    with source_conn.cursor() as source, raw_conn.cursor() as raw:
-        return TableColumns(table, _columns(source, None, table), _columns(raw, RAW_DATASET, table))
-
-
-def _resync_hint(table: str) -> str:
-    return (
-        f"Change the column back in the source, or re-create raw.{table} from the source with "
-        f"its current types: materialize raw/{table} with the run config `{RESYNC_CONFIG}`, "
-        f"which drops raw.{table} and loads every row again (drop the views on raw.{table} "
-        "first, e.g. dbt's staging models; dbt re-creates them on its next run). "
-        "See docs/shop-reconciliation.md."
-    )
-
-
-def type_failure(columns: TableColumns) -> dg.Failure | None:
-    """The failure of a load whose source columns changed to types raw's columns cannot take."""
-    pairs = columns.of_another_type()
-    if not pairs:
-        return None
-    table = columns.table
-    lines = [
-        f"- {source.name}: {source} in the shop database's {table}, {raw} in raw.{table}"
-        for source, raw in pairs
-    ]
-    return dg.Failure(
-        description=(
-            f"raw.{table} cannot take the source's values, so nothing was loaded:\n"
-            + "\n".join(lines)
-            + f"\n{_resync_hint(table)}"
-        ),
-        metadata={
-            "table": table,
-            "columns": {s.name: {"source_type": str(s), "raw_type": str(r)} for s, r in pairs},
-        },
-    )
 
 
 def _arrow_step(plan: TableColumns):
@@ -257,7 +68,7 @@ def _arrow_step(plan: TableColumns):
                     description=(
                         f"raw.{table}.{raw_name(name)} is {raw} and the shop database's "
                         f"{table}.{name} is {source}: a source value does not fit raw's column "
-                        f"({error}), so nothing was loaded.\n{_resync_hint(table)}"
+                        f"({error}), so nothing was loaded.\n{resync_hint(table)}"
                     ),
                     metadata={"table": table, "column": name},
                 ) from error
@@ -269,296 +80,6 @@ def _arrow_step(plan: TableColumns):
         return item if nullable.equals(item.schema) else item.cast(nullable)
 
     return to_raw
-
-
-# -- comparing content -------------------------------------------------------------------------
-@contextmanager
-def comparison_connections(
-    shop_db: PostgresResource, warehouse: PostgresResource
-) -> Iterator[tuple[psycopg2.extensions.connection, psycopg2.extensions.connection]]:
-    """Read-only connections to the shop database and the warehouse, one snapshot each, with the
-    same session settings on both so that equal values render alike."""
-    with shop_db.connect() as source, warehouse.connect() as raw:
-        for conn in (source, raw):
-            conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SET TIME ZONE 'UTC'; SET DateStyle TO ISO, YMD; "
-                    "SET IntervalStyle TO postgres; SET extra_float_digits TO 1"
-                )
-            # Committed so that the settings hold for the session, then a new snapshot starts.
-            conn.commit()
-        yield source, raw
-
-
-def _canonical(column: Column | None, name: sql.Identifier) -> sql.Composable:
-    """A column's value as text that is the same on both servers when the values are equal,
-    whatever type of the column's family each side has (numeric(10,2) or numeric(38,10), text or
-    varchar, jsonb or json) and whatever the session's settings; SQL NULL for NULL."""
-    if column is None:
-        return sql.SQL("NULL::text")
-    family = column.family
-    if family in ("integer", "numeric"):
-        # Trailing zeros of the scale dropped (trim_scale() without requiring PostgreSQL 13).
-        text = sql.SQL("{}::numeric::text").format(name)
-        return sql.SQL(
-            "CASE WHEN strpos({t}, '.') > 0 THEN rtrim(rtrim({t}, '0'), '.') ELSE {t} END"
-        ).format(t=text)
-    if family == "float":
-        return sql.SQL("{}::float8::text").format(name)
-    if family == "text":
-        # concat() renders through the type's output function: char(n) keeps its padding, as
-        # it has when it reaches raw; a cast to text would strip it on the source side only.
-        return sql.SQL("concat({})").format(name)
-    if family == "json":
-        return sql.SQL("{}::jsonb::text").format(name)
-    if family == "timestamp with time zone":
-        return sql.SQL(
-            "coalesce(to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-            "{c}::text)"
-        ).format(c=name)
-    if family == "timestamp without time zone":
-        return sql.SQL(
-            """coalesce(to_char({c}, 'YYYY-MM-DD"T"HH24:MI:SS.US'), {c}::text)"""
-        ).format(c=name)
-    if family == "date":
-        return sql.SQL("coalesce(to_char({c}, 'YYYY-MM-DD'), {c}::text)").format(c=name)
-    if family == "bytea":
-        return sql.SQL("encode({}, 'hex')").format(name)
-    return sql.SQL("{}::text").format(name)
-
-
-def _row_text(columns: list[tuple[Column | None, sql.Identifier]]) -> sql.Composable:
-    """One text per row: every column's canonical value quoted, so that neither a separator in
-    a value nor NULL (unquoted) can make two different rows render alike."""
-    return sql.SQL(" || ',' || ").join(
-        sql.SQL("quote_nullable({})").format(_canonical(column, name)) for column, name in columns
-    )
-
-
-def _bucket(key: sql.Identifier) -> sql.Composable:
-    return sql.SQL("left(md5(convert_to({}::text, 'UTF8')), {})").format(
-        key, sql.Literal(BUCKET_DIGITS)
-    )
-
-
-@dataclass(frozen=True)
-class _Side:
-    """How one server's copy of a table is read for the comparison."""
-
-    table: sql.Identifier
-    key: sql.Identifier
-    row: sql.Composable
-    # Which rows take part: the source's up to raw's cursor, all of raw's. Values are literals,
-    # not parameters: a % in a column's name must not read as a placeholder.
-    in_window: sql.Composable
-
-    def digests(self, conn) -> dict[str, tuple[int, int]]:
-        """Bucket -> (rows, sum of a 60-bit integer from each row's md5): order-independent,
-        and any change to any row changes its bucket's sum."""
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT {bucket}, count(*), "
-                    "sum(('x' || left(md5(convert_to({row}, 'UTF8')), 15))::bit(60)::bigint) "
-                    "FROM {table} WHERE {in_window} GROUP BY 1"
-                ).format(
-                    bucket=_bucket(self.key),
-                    row=self.row,
-                    table=self.table,
-                    in_window=self.in_window,
-                )
-            )
-            return {bucket: (rows, int(total)) for bucket, rows, total in cur.fetchall()}
-
-    def rows(self, conn, buckets: list[str]) -> Iterator[tuple]:
-        """(key, bucket, row md5, in window) of every row in `buckets`, streamed in key order
-        (bytewise, which is Python's order of the same strings)."""
-        with conn.cursor(name="shop_reconciliation") as cur:
-            cur.itersize = 10_000
-            cur.execute(
-                sql.SQL(
-                    "SELECT {key}::text, {bucket}, md5(convert_to({row}, 'UTF8')), {in_window} "
-                    "FROM {table} WHERE {bucket} = ANY({buckets}) "
-                    'ORDER BY {key}::text COLLATE "C"'
-                ).format(
-                    key=self.key,
-                    bucket=_bucket(self.key),
-                    row=self.row,
-                    in_window=self.in_window,
-                    table=self.table,
-                    buckets=sql.Literal(buckets),
-                )
-            )
-            yield from cur
-
-
-@dataclass
-class Keys:
-    """How many keys are of one kind of difference, and the first few of them."""
-
-    count: int = 0
-    sample: list[str] = field(default_factory=list)
-
-    def add(self, key: str) -> None:
-        self.count += 1
-        if len(self.sample) < SAMPLE_SIZE:
-            self.sample.append(key)
-
-
-@dataclass
-class TableDrift:
-    """How raw's copy of a table differs from the source's rows up to raw's cursor."""
-
-    table: str
-    cursor: datetime | None
-    source_rows: int = 0
-    raw_rows: int = 0
-    columns_missing_in_raw: list[str] = field(default_factory=list)
-    columns_of_another_type: list[str] = field(default_factory=list)
-    # Columns the source dropped: reported, not a difference (raw keeps what it had).
-    columns_only_in_raw: list[str] = field(default_factory=list)
-    differing_buckets: int = 0
-    rows_differing: Keys = field(default_factory=Keys)
-    keys_missing_in_raw: Keys = field(default_factory=Keys)
-    keys_missing_in_source: Keys = field(default_factory=Keys)
-    # Buckets holding a row the source has and raw lacks or holds otherwise.
-    repair_buckets: set[str] = field(default_factory=set)
-
-    @property
-    def matches(self) -> bool:
-        return self.cursor is not None and not (
-            self.rows_differing.count
-            or self.keys_missing_in_raw.count
-            or self.keys_missing_in_source.count
-            or self.columns_missing_in_raw
-            or self.columns_of_another_type
-        )
-
-    def summary(self) -> str:
-        if self.cursor is None:
-            return f"raw.{self.table} holds no rows yet."
-        if self.matches:
-            return (
-                f"raw.{self.table} matches the source: {self.source_rows} rows up to "
-                f"{self.cursor.isoformat()}, every column."
-            )
-        parts = [
-            f"{label}: {kind.count} (keys {', '.join(kind.sample)}"
-            f"{', ...' if kind.count > len(kind.sample) else ''})"
-            for kind, label in (
-                (self.rows_differing, "rows differing"),
-                (self.keys_missing_in_raw, "keys missing in raw"),
-                (self.keys_missing_in_source, "keys no longer in the source"),
-            )
-            if kind.count
-        ]
-        if self.columns_missing_in_raw:
-            parts.append(f"columns missing in raw: {', '.join(self.columns_missing_in_raw)}")
-        if self.columns_of_another_type:
-            parts.append(f"columns of another type: {', '.join(self.columns_of_another_type)}")
-        return f"raw.{self.table} differs from the source: {'; '.join(parts)}."
-
-    def metadata(self) -> dict:
-        return {
-            "cursor": str(self.cursor),
-            "source_rows_up_to_cursor": self.source_rows,
-            "raw_rows": self.raw_rows,
-            "rows_differing": self.rows_differing.count,
-            "keys_missing_in_raw": self.keys_missing_in_raw.count,
-            "keys_missing_in_source": self.keys_missing_in_source.count,
-            "sample_rows_differing": dg.MetadataValue.json(self.rows_differing.sample),
-            "sample_keys_missing_in_raw": dg.MetadataValue.json(self.keys_missing_in_raw.sample),
-            "sample_keys_missing_in_source": dg.MetadataValue.json(
-                self.keys_missing_in_source.sample
-            ),
-            "columns_missing_in_raw": dg.MetadataValue.json(self.columns_missing_in_raw),
-            "columns_of_another_type": dg.MetadataValue.json(self.columns_of_another_type),
-            "columns_only_in_raw": dg.MetadataValue.json(self.columns_only_in_raw),
-            "differing_buckets": self.differing_buckets,
-        }
-
-
-def compare_with_source(source_conn, raw_conn, table: str) -> TableDrift:
-    """Compare every column of every source row up to raw's newest updated_at with raw's row of
-    the same key: bucket digests on both servers, then the rows of the differing buckets only."""
-    columns = read_columns(source_conn, raw_conn, table)
-    if not columns.raw:
-        return TableDrift(table, cursor=None)
-    with raw_conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT max({}) FROM {}").format(
-                sql.Identifier(raw_name(CURSOR_COLUMN)), sql.Identifier(RAW_DATASET, table)
-            )
-        )
-        (cursor,) = cur.fetchone()
-    drift = TableDrift(
-        table,
-        cursor,
-        columns_missing_in_raw=columns.missing_in_raw(),
-        columns_of_another_type=[
-            f"{source.name}: {source} in the source, {raw} in raw"
-            for source, raw in columns.of_another_type()
-        ],
-        columns_only_in_raw=columns.only_in_raw(),
-    )
-    if cursor is None:
-        return drift
-    # One column order on both sides, whatever order the columns were added in on each.
-    ordered = sorted(columns.source.values(), key=lambda column: raw_name(column.name))
-    source = _Side(
-        table=sql.Identifier(table),
-        key=sql.Identifier(columns.key),
-        row=_row_text([(column, sql.Identifier(column.name)) for column in ordered]),
-        in_window=sql.SQL("{} <= {}").format(sql.Identifier(CURSOR_COLUMN), sql.Literal(cursor)),
-    )
-    raw = _Side(
-        table=sql.Identifier(RAW_DATASET, table),
-        key=sql.Identifier(raw_name(columns.key)),
-        row=_row_text(
-            [(columns.in_raw(column), sql.Identifier(raw_name(column.name))) for column in ordered]
-        ),
-        in_window=sql.SQL("true"),
-    )
-    source_digests = source.digests(source_conn)
-    raw_digests = raw.digests(raw_conn)
-    drift.source_rows = sum(rows for rows, _ in source_digests.values())
-    drift.raw_rows = sum(rows for rows, _ in raw_digests.values())
-    differing = sorted(
-        bucket
-        for bucket in source_digests.keys() | raw_digests.keys()
-        if source_digests.get(bucket) != raw_digests.get(bucket)
-    )
-    drift.differing_buckets = len(differing)
-    if differing:
-        _classify(
-            drift,
-            source.rows(source_conn, differing),
-            raw.rows(raw_conn, differing),
-        )
-    return drift
-
-
-def _classify(drift: TableDrift, source_rows: Iterator[tuple], raw_rows: Iterator[tuple]) -> None:
-    """Walk both key-ordered streams together. A source row outside the window (changed after
-    raw's cursor) is a change the next load brings, not a difference."""
-    source, raw = next(source_rows, None), next(raw_rows, None)
-    while source is not None or raw is not None:
-        if raw is None or (source is not None and source[0] < raw[0]):
-            key, bucket, _, in_window = source
-            if in_window:
-                drift.keys_missing_in_raw.add(key)
-                drift.repair_buckets.add(bucket)
-            source = next(source_rows, None)
-        elif source is None or raw[0] < source[0]:
-            drift.keys_missing_in_source.add(raw[0])
-            raw = next(raw_rows, None)
-        else:
-            key, bucket, digest, in_window = source
-            if in_window and digest != raw[2]:
-                drift.rows_differing.add(key)
-                drift.repair_buckets.add(bucket)
-            source, raw = next(source_rows, None), next(raw_rows, None)
 
 
 # -- the dlt sources ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def shop_tables_match_source(
 ) -> Iterable[dg.AssetCheckResult]:
     # The comparison lives with the load, which repairs what it finds; imported by the runs
     # that use it, as dlt (which that module imports) would double the code server's start.
-    from ingestion.pipelines.shop import compare_with_source, comparison_connections
+    from ingestion.pipelines.shop_drift import compare_with_source, comparison_connections
 
     with comparison_connections(shop_db, warehouse) as (source_conn, raw_conn):
         for check_key in context.selected_asset_check_keys:
