@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         args.handler(args)
     except RuntimeError as error:
         raise SystemExit(f"devkit: {error}") from error
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM: Dagster maps it to the same interrupt while it runs anything.
+        say("interrupted")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

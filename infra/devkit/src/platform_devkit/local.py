@@ -50,9 +50,16 @@ class LocalPlatform:
             self.postgres.initialise(self.settings.superuser_password())
         port = self.postgres.running_port()
         if port is None:
+            # The server keeps its port across restarts: every process started earlier (a
+            # `make dev`, its runs) holds it in DAGSTER_PG_PORT and WAREHOUSE_PORT.
             port = self.settings.embedded_port
-            if port is None or not port_is_free(port):
-                port = free_port()
+            if port is not None and not port_is_free(port):
+                self.progress(
+                    f"127.0.0.1:{port} is taken by another program: the embedded server moves; "
+                    "restart whatever still uses the old port"
+                )
+                port = None
+            port = port or free_port()
             self.progress(f"starting embedded PostgreSQL on 127.0.0.1:{port}")
             port = self.postgres.start(port)
         if port != self.settings.embedded_port:

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 # Located without importing the package: its import creates runtime folders and warns about
 # XDG_RUNTIME_DIR, none of which this module uses.
 POSTGRES_BIN_PATH = (
@@ -28,6 +30,13 @@ POSTGRES_BIN_PATH = (
 )
 
 SYSTEM_USER = "embedded_postgres"
+
+# postmaster.pid records the server's start time in whole seconds, taken as its process starts
+# (psutil's process start times are as coarse); a process that started at another time is not
+# the server but another one that reuses its pid.
+POSTMASTER_START_SLACK_SECONDS = 2
+# What PostgreSQL logs while processes of a previous server of this data directory still live.
+PREVIOUS_SERVER_STILL_EXITING = "pre-existing shared memory block"
 
 # Server settings for a development and test box: room for Dagster's many connections and for
 # bulk loads without checkpoint storms. Durability settings stay at PostgreSQL's defaults.
@@ -53,7 +62,12 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on 127.0.0.1:`port`. The test binds the way the postmaster
+    does, with SO_REUSEADDR: a server that just stopped leaves its closed connections in
+    TIME_WAIT (or FIN_WAIT_2 while a client still holds its end) on that port, which fails a
+    plain bind for a minute or more, while only a listening socket keeps PostgreSQL out."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -150,19 +164,29 @@ class EmbeddedPostgres:
         finally:
             pw_path.unlink(missing_ok=True)
 
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "postmaster.pid"
+
     def running_port(self) -> int | None:
-        """The port of the server running on this data directory, or None."""
-        pid_file = self.data_dir / "postmaster.pid"
-        if not pid_file.exists():
-            return None
-        lines = pid_file.read_text().splitlines()
+        """The port of the server running on this data directory, or None.
+
+        postmaster.pid names the server's pid, start time and port. After a kill -9 the file
+        stays behind: its pid is then gone, a zombie not yet reaped, or (later) reused by some
+        other process, so the pid counts only if that process started when the server did.
+        """
         try:
-            pid, port = int(lines[0]), int(lines[3])
-            os.kill(pid, 0)
-        except (IndexError, ValueError, ProcessLookupError):
+            lines = self.pid_file.read_text().splitlines()
+            pid, started, port = int(lines[0]), int(lines[2]), int(lines[3])
+            process = psutil.Process(pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if abs(process.create_time() - started) > POSTMASTER_START_SLACK_SECONDS:
+                return None
+        except (FileNotFoundError, IndexError, ValueError, psutil.NoSuchProcess):
             return None
-        except PermissionError:
-            pass  # alive, owned by the server's system user
+        except psutil.AccessDenied:
+            pass  # alive, owned by another user: the server's
         return port
 
     def start(self, port: int) -> int:
@@ -170,14 +194,31 @@ class EmbeddedPostgres:
         running = self.running_port()
         if running is not None:
             return running
+        # No live server holds the data directory: a postmaster.pid left by a killed one would
+        # make PostgreSQL refuse to start for as long as its pid exists (zombie or reused).
+        self.pid_file.unlink(missing_ok=True)
         if self.user:
             self.log_file.touch()
             _make_reachable(self.log_file, self.user)
         options = " ".join(f"-c {key}={value!r}" for key, value in SERVER_SETTINGS.items())
-        self._pg(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
-            "-o", f"-p {port} {options}", "-w", "-t", "60", "start",
-        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            logged = self.log_file.stat().st_size if self.log_file.exists() else 0
+            try:
+                self._pg(
+                    "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
+                    "-o", f"-p {port} {options}", "-w", "-t", "60", "start",
+                )  # fmt: skip
+                break
+            except RuntimeError:
+                # The processes of a killed server exit on their own within moments; until they
+                # have, its shared memory is still attached and PostgreSQL refuses to start.
+                with self.log_file.open(errors="replace") as log:
+                    log.seek(logged)
+                    exiting = PREVIOUS_SERVER_STILL_EXITING in log.read()
+                if not exiting or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

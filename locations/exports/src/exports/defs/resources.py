@@ -14,6 +14,18 @@ import psycopg2
 if TYPE_CHECKING:
     from exports.storage import ExportArea
 
+# libpq options that bound every wait on a server that is gone or stops answering: a connection
+# attempt gives up after 10 s, and an open connection fails within about a minute (keepalive
+# probes after 30 s of silence; at most 60 s of data left unacknowledged) instead of holding
+# its run forever.
+CONNECTION_OPTIONS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "tcp_user_timeout": 60_000,
+}
+
 
 class Warehouse(dg.ConfigurableResource):
     """The warehouse as the exports role: reads marts, owns the bi schema. `sslmode` is
@@ -35,8 +47,8 @@ class Warehouse(dg.ConfigurableResource):
             user=self.user,
             password=self.password,
             sslmode=self.sslmode,
-            connect_timeout=10,
             application_name="dagster-exports",
+            **CONNECTION_OPTIONS,
         )
         try:
             yield conn

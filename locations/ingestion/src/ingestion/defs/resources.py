@@ -11,6 +11,19 @@ from contextlib import contextmanager
 import dagster as dg
 import psycopg2
 
+# libpq options that bound every wait on a server that is gone or stops answering: a connection
+# attempt gives up after 10 s, and an open connection fails within about a minute (keepalive
+# probes after 30 s of silence; at most 60 s of data left unacknowledged) instead of holding
+# its run, and the run's pool slot, forever. keepalives_count stays the system's: ConnectorX,
+# which reads the shop with these options, rejects it, and tcp_user_timeout ends the probes.
+CONNECTION_OPTIONS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "tcp_user_timeout": 60_000,
+}
+
 
 class PostgresResource(dg.ConfigurableResource):
     """A PostgreSQL database and the role this location uses on it; `sslmode` is libpq's
@@ -25,7 +38,8 @@ class PostgresResource(dg.ConfigurableResource):
 
     def dlt_fields(self) -> dict:
         """Connection fields for dlt. Structured, never a URL: dlt masks the password when it
-        prints credentials, while a malformed URL ends up verbatim in driver error messages."""
+        prints credentials, while a malformed URL ends up verbatim in driver error messages.
+        The query reaches every driver dlt connects with (psycopg2, ADBC, ConnectorX)."""
         return {
             "drivername": "postgresql",
             "host": self.host,
@@ -33,7 +47,9 @@ class PostgresResource(dg.ConfigurableResource):
             "database": self.database,
             "username": self.user,
             "password": self.password,
-            "query": {"sslmode": self.sslmode},
+            # dlt's Postgres destination writes this field over the query's (its default: 15).
+            "connect_timeout": CONNECTION_OPTIONS["connect_timeout"],
+            "query": {"sslmode": self.sslmode, **CONNECTION_OPTIONS},
         }
 
     @contextmanager
@@ -45,8 +61,8 @@ class PostgresResource(dg.ConfigurableResource):
             user=self.user,
             password=self.password,
             sslmode=self.sslmode,
-            connect_timeout=10,
             application_name="dagster-ingestion",
+            **CONNECTION_OPTIONS,
         )
         try:
             yield conn
