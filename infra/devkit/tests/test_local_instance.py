@@ -112,3 +112,9 @@ def test_dagster_storage_and_the_locations_bound_their_connections_alike():
     assert storage == ingestion.defs.resources.CONNECTION_OPTIONS
     assert storage == exports.defs.resources.CONNECTION_OPTIONS
     assert storage["keepalives"] == 1
+
+
+def test_the_cluster_bounds_dagster_storage_connections_as_the_local_instance_does():
+    cluster = yaml.safe_load(CLUSTER_VALUES.read_text())["postgresql"]["postgresqlParams"]
+
+    assert cluster == instance_config()["storage"]["postgres"]["postgres_db"]["params"]
