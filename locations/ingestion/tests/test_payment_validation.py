@@ -319,3 +319,74 @@ def test_a_file_for_the_30th_of_february_has_its_lines_rejected_not_its_day_fail
 
     assert [r["payment_id"] for r in rows.good_rows()] == [1]
     assert reasons(rows) == {3: BAD_TYPE}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "1,10," + "1" * 27 + ",EUR,card,2026-03-01T10:00:00Z",  # beyond the decimal context
+        "1" * 4301 + ",10,1.00,EUR,card,2026-03-01T10:00:00Z",  # beyond int()'s digit limit
+        "1,10,1.00,EUR," + "m" * 131_073 + ",2026-03-01T10:00:00Z",  # beyond csv's field limit
+    ],
+    ids=["amount-27-digits", "id-4301-digits", "field-over-csv-limit"],
+)
+def test_numbers_and_fields_too_long_for_the_parsers_are_rejected_rows_not_a_crash(line):
+    rows = run(GOOD + line + "\n")
+
+    assert [r["payment_id"] for r in rows.good_rows()] == [1]
+    assert reasons(rows) == {3: OUT_OF_RANGE}
+
+
+def test_an_id_padded_with_thousands_of_zeros_is_read_as_its_value():
+    rows = run(GOOD + "0" * 4300 + "2,10,1.00,EUR,card,2026-03-01T10:00:00Z\n")
+
+    assert [r["payment_id"] for r in rows.good_rows()] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["2026-03-01x10:00:00Z", "2026-03-01T10:00:00+05:45:30", "2026-03-01T10:00:00 +05:45",
+     "2026-03-01T10:00Z"],
+)  # fmt: skip
+def test_timestamps_python_reads_but_iso_8601_does_not_allow_are_rejected(stamp):
+    rows = run(f"1,10,1.00,EUR,card,{stamp}\n")
+
+    assert rows.good_rows() == []
+    assert [r["reason"] for r in rows.rejected] == [BAD_TYPE]
+
+
+def test_only_spaces_and_tabs_are_padding_other_characters_are_data():
+    rows = run("\x1f1\x1f,10,1.00,EUR,card,2026-03-01T10:00:00Z\n"
+               "2,10,1.00,EUR,\tcard\xa0,2026-03-01T10:00:00Z\n"
+               "\x0c\n")  # fmt: skip
+
+    assert reasons(rows) == {2: BAD_TYPE, 4: WRONG_FIELD_COUNT}
+    assert [r["method"] for r in rows.good_rows()] == ["card\xa0"]
+
+
+def test_a_very_long_rejected_line_is_kept_and_marked_as_cut():
+    line = "1,10,1.00,EUR,card,2026-03-01T10:00:00Z," + "x" * 200_000
+
+    [rejected] = run(line + "\n").rejected
+
+    assert rejected["raw_line"].startswith(line[:1000])
+    assert rejected["raw_line"].endswith("[cut: 200,040 characters; the file has the line]")
+
+
+def test_an_extra_column_name_dlt_would_rename_is_refused():
+    rows = run("1,10,1.00,EUR,card,2026-03-01T10:00:00Z,x\n", header=HEADER.replace(
+        "\n", ",note_\n"
+    ))  # fmt: skip
+
+    assert [r["reason"] for r in rows.rejected] == [BAD_HEADER]
+
+
+def test_a_header_cut_before_its_line_end_makes_the_file_unusable():
+    rows = run("", header=HEADER.rstrip("\n"))
+
+    assert rows.good_rows() == []
+    assert "cut in transfer" in rows.unusable[FILE.name]
+
+
+def test_a_name_with_a_line_end_after_csv_is_not_a_payment_file():
+    assert isinstance(parse_name("payments_2026-03-01.csv\n"), str)

@@ -36,9 +36,14 @@ REQUIRED_COLUMNS = ("payment_id", "order_id", "amount", "currency", "method", "p
 # Columns the pipeline adds to every row; dlt reserves its own `_dlt` prefix.
 RESERVED_COLUMNS = ("file_date", "source_file", "source_line")
 RESERVED_PREFIX = "_dlt"
-# Extra columns become raw.payments columns as they are: names PostgreSQL and dbt take unquoted.
-EXTRA_COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-MAX_RAW_LINE = 2000
+# Extra columns become raw.payments columns as they are: names dlt's naming convention keeps
+# unchanged (it rewrites a trailing underscore) and PostgreSQL's identifier length takes.
+EXTRA_COLUMN_NAME = re.compile(r"[a-z](?:[a-z0-9_]{0,61}[a-z0-9])?")
+# A rejected line's text is kept up to this length, then marked as cut; the file itself stays
+# in the landing area with every byte.
+MAX_RAW_LINE = 100_000
+# Spaces and tabs around a field or a header name are not data; any other character is.
+PADDING = " \t"
 BOM = b"\xef\xbb\xbf"
 
 # The ranges of raw.payments' columns: a value outside them is a rejected row, never a failed
@@ -50,6 +55,14 @@ MAX_TEXT = {"method": 64}
 MAX_EXTRA_TEXT = 1000
 INTEGER = re.compile(r"-?[0-9]+")
 DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+# ISO 8601 / RFC 3339 date and time, "T" or a space between them, an optional fraction (beyond
+# microseconds it is truncated: the column holds microseconds) and an offset of hours and
+# minutes or Z. Python's fromisoformat alone would take other separators and offsets with
+# seconds.
+TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})?"
+)
 CURRENCY = re.compile(r"[A-Z]{3}")
 
 # Reason codes of rejected rows.
@@ -104,7 +117,7 @@ class Landing:
 
 def parse_name(name: str) -> tuple[date, int] | str:
     """(day, delivery number) of a payment file name, or why the name is not one."""
-    match = FILE_NAME.match(name)
+    match = FILE_NAME.fullmatch(name)
     if not match:
         return f"not a payment file name (expected {EXPECTED_NAME})"
     try:
@@ -126,7 +139,11 @@ def list_landing(url: str) -> Landing:
     for info in fs.ls(root, detail=True):
         path = info["name"]
         name = path.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith(".") or info.get("type") != "file":
+        if name.startswith("."):
+            continue
+        if info.get("type") != "file":
+            if FILE_NAME.fullmatch(name):
+                landing.skipped.append(SkippedFile(name, "a folder, not a file"))
             continue
         stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
         size = info.get("size")
@@ -164,8 +181,7 @@ class ValidatedRows:
         self.rejected.append({
             "file_date": file.day, "source_file": file.name, "source_line": line,
             "reason": reason, "detail": detail,
-            # PostgreSQL text cannot hold NUL; the escape keeps the line readable and lossless.
-            "raw_line": raw[:MAX_RAW_LINE].replace("\x00", "\\x00"),
+            "raw_line": _kept(raw),
         })  # fmt: skip
 
     def good_rows(self) -> list[dict]:
@@ -176,6 +192,15 @@ class ValidatedRows:
         for row in self.rejected:
             counts[row["reason"]] = counts.get(row["reason"], 0) + 1
         return dict(sorted(counts.items()))
+
+
+def _kept(raw: str) -> str:
+    """A rejected line's text as raw_line keeps it: PostgreSQL text cannot hold NUL, so it is
+    written as \\x00 (as bytes that are not UTF-8 are); a very long line is cut and marked."""
+    text = raw.replace("\x00", "\\x00")
+    if len(text) <= MAX_RAW_LINE:
+        return text
+    return f"{text[:MAX_RAW_LINE]}... [cut: {len(text):,} characters; the file has the line]"
 
 
 def _lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
@@ -219,7 +244,7 @@ def _header(raw: bytes) -> tuple[list[str], str | None]:
     except UnicodeDecodeError as error:
         return [], f"header is not UTF-8 ({_byte_error(error)})"
     try:
-        names = [n.strip() for n in next(csv.reader([text], strict=True))]
+        names = [n.strip(PADDING) for n in next(csv.reader([text], strict=True))]
     except (csv.Error, StopIteration) as error:
         return [], f"header cannot be parsed: {error}"
     while names and not names[-1]:
@@ -234,7 +259,11 @@ def _byte_error(error: UnicodeDecodeError) -> str:
 def _identifier(column: str, text: str) -> tuple[int | None, tuple[str, str] | None]:
     if not INTEGER.fullmatch(text):
         return None, (BAD_TYPE, f"{column}={text!r} is not an integer")
-    value = int(text)
+    digits = text.lstrip("-").lstrip("0") or "0"
+    if len(digits) > len(str(MAX_ID)):
+        # Also keeps int() clear of Python's limit on the digits it converts.
+        return None, (OUT_OF_RANGE, f"{column}={text[:40]!r}... is not between 1 and {MAX_ID}")
+    value = -int(digits) if text.startswith("-") else int(digits)
     if not 1 <= value <= MAX_ID:
         return None, (OUT_OF_RANGE, f"{column}={text!r} is not between 1 and {MAX_ID}")
     return value, None
@@ -242,7 +271,7 @@ def _identifier(column: str, text: str) -> tuple[int | None, tuple[str, str] | N
 
 def _parse_row(values: dict[str, str]) -> tuple[dict, tuple[str, str] | None]:
     """Typed values of one row, or the first (reason, detail) that makes it invalid."""
-    values = {k: v.strip() for k, v in values.items()}
+    values = {k: v.strip(PADDING) for k, v in values.items()}
     for column, value in values.items():
         if "\x00" in value:
             return {}, (BAD_VALUE, f"{column} contains a NUL character")
@@ -258,12 +287,17 @@ def _parse_row(values: dict[str, str]) -> tuple[dict, tuple[str, str] | None]:
     if not DECIMAL.fullmatch(text):
         return {}, (BAD_TYPE, f"amount={text!r} is not a decimal number")
     amount = Decimal(text)
-    if amount < 0 or amount != amount.quantize(Decimal(1).scaleb(-AMOUNT_SCALE)):
+    if amount < 0:
         return {}, (BAD_VALUE, f"amount={text!r} is not a non-negative amount in cents")
     if amount > MAX_AMOUNT:
-        return {}, (OUT_OF_RANGE, f"amount={text!r} exceeds {MAX_AMOUNT}")
+        # Before quantize(), which fails on more digits than the decimal context holds.
+        return {}, (OUT_OF_RANGE, f"amount={text[:40]!r} exceeds {MAX_AMOUNT}")
+    if amount != amount.quantize(Decimal(1).scaleb(-AMOUNT_SCALE)):
+        return {}, (BAD_VALUE, f"amount={text!r} is not a non-negative amount in cents")
     row["amount"] = amount.quantize(Decimal(1).scaleb(-AMOUNT_SCALE))
     try:
+        if not TIMESTAMP.fullmatch(values["paid_at"]):
+            raise ValueError(values["paid_at"])
         paid_at = datetime.fromisoformat(values["paid_at"])
     except ValueError:
         return {}, (BAD_TYPE, f"paid_at={values['paid_at']!r} is not an ISO 8601 timestamp")
@@ -295,7 +329,7 @@ def _check_line(
     """The typed row of one data line that passes the row-level rules, or None (the line was
     blank, or it is rejected into `result`)."""
     raw = raw_bytes.decode("utf-8", errors="backslashreplace")
-    if not raw.strip():
+    if not raw.strip(PADDING):
         return None
     result.lines[file.name] += 1
     if not ended:
@@ -310,10 +344,14 @@ def _check_line(
     try:
         fields = next(csv.reader([text], strict=True))
     except csv.Error as error:
-        result.reject(file, number, BAD_QUOTING, f"cannot be parsed as CSV: {error}", raw)
+        if "field limit" in str(error):
+            detail = f"a field is longer than {csv.field_size_limit():,} characters"
+            result.reject(file, number, OUT_OF_RANGE, detail, raw)
+        else:
+            result.reject(file, number, BAD_QUOTING, f"cannot be parsed as CSV: {error}", raw)
         return None
     # Fields past the header's are tolerated when empty: a trailing delimiter.
-    if len(fields) < len(header) or any(f.strip() for f in fields[len(header) :]):
+    if len(fields) < len(header) or any(f.strip(PADDING) for f in fields[len(header) :]):
         detail = f"expected {len(header)} fields, got {len(fields)} (truncated line?)"
         result.reject(file, number, WRONG_FIELD_COUNT, detail, raw)
         return None
@@ -322,7 +360,7 @@ def _check_line(
     if problem:
         result.reject(file, number, *problem, raw)
         return None
-    extras = {k: v.strip() for k, v in values.items() if k not in REQUIRED_COLUMNS}
+    extras = {k: v.strip(PADDING) for k, v in values.items() if k not in REQUIRED_COLUMNS}
     result.extra_columns.update(extras)
     row.update(extras, file_date=file.day, source_file=file.name, source_line=number)
     row[RAW] = raw
@@ -424,11 +462,16 @@ def _file_rows(file: LandingFile, data: bytes, result: ValidatedRows) -> list["p
     if not body.strip():
         result.unusable[file.name] = "it has no header line (nothing but white space)"
         return []
+    if first_end < 0:
+        result.unusable[file.name] = (
+            "its only line, the header, has no line end: the file was cut in transfer"
+        )
+        return []
     header, header_problem = _header(header_line.removesuffix(b"\r"))
     if header_problem:
         for number, raw_bytes, _ in _lines(data):
             raw = raw_bytes.decode("utf-8", errors="backslashreplace")
-            if number > 1 and raw.strip():
+            if number > 1 and raw.strip(PADDING):
                 result.lines[file.name] += 1
                 result.reject(file, number, BAD_HEADER, header_problem, raw)
         if not result.lines[file.name]:
