@@ -127,3 +127,13 @@ def test_a_redelivery_requests_its_day_again(landing):
     drop(landing, "payments_2026-03-01_resend.csv")
 
     assert days(tick(landing, cursor)) == ["2026-03-01"]
+
+
+def test_a_folder_named_like_a_payment_file_is_skipped_by_name(landing, capfd):
+    (landing / "payments_2026-03-03.csv").mkdir()
+    drop(landing, "payments_2026-03-01.csv")
+
+    result = tick(landing, None)
+
+    assert days(result) == ["2026-03-01"]
+    assert "payments_2026-03-03.csv: skipped, a folder, not a file" in capfd.readouterr().err
