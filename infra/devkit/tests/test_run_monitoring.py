@@ -17,7 +17,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -38,6 +39,7 @@ from platform_devkit.bootstrap import bootstrap
 from platform_devkit.instance import process_is_alive, run_worker, write_instance
 from platform_devkit.local import LocalPlatform
 from platform_devkit.pytest_plugin import server_folder
+from platform_devkit.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -103,14 +105,8 @@ def workspace(
                 continue
 
 
-def _wait_for(condition: Callable[[], object], what: str, timeout: float = 90) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"{what}: not within {timeout}s")
+# A run worker starts, loads its definitions and queues for a slot on two busy cores.
+_wait_for = partial(wait_until, timeout=90)
 
 
 def _submit(context: WorkspaceProcessContext, job_name: str) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from platform_devkit.instance import fail_runs_of_dead_workers
 from platform_devkit.runner import AssetLine, print_table, run_location
+from platform_devkit.testing import wait_until
 
 HERE = Path(__file__).parent
 
@@ -75,16 +76,6 @@ def _script(body: str) -> list[str]:
     return [sys.executable, "-c", prelude + textwrap.dedent(body)]
 
 
-def _wait_for(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"{what}: not within {timeout}s")
-
-
 def _pool(instance: dg.DagsterInstance):
     from pooled_assets import POOL
 
@@ -118,7 +109,7 @@ def test_sigterm_stops_a_run_that_waits_for_a_busy_pool(instance):
         stderr=subprocess.PIPE,
     )
     try:
-        waiting = _wait_for(
+        waiting = wait_until(
             lambda: [s.run_id for s in _pool(instance).pending_steps if s.run_id != "another-run"],
             "the runner's run queues for the pool's slot",
         )
@@ -147,7 +138,7 @@ def test_a_run_left_by_a_killed_process_is_failed_and_its_slot_freed_before_the_
         stderr=subprocess.DEVNULL,
     )
     try:
-        (holder,) = _wait_for(
+        (holder,) = wait_until(
             lambda: [s.run_id for s in _pool(instance).claimed_slots], "the load takes the slot"
         )
     finally:

@@ -4,6 +4,8 @@ and put stand-ins for outside tools (a cluster's kubectl, kind) on a PATH."""
 import os
 import stat
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -59,3 +61,15 @@ def check_of(result: dg.ExecuteInProcessResult, key: str, name: str) -> dg.Asset
         if evaluation.asset_key == asset_key and evaluation.check_name == name:
             return evaluation
     raise AssertionError(f"check {key}:{name} did not run")
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> object:
+    """The first truthy value of `condition()`, polled every 0.2 s; TimeoutError naming `what`
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"{what}: not within {timeout}s")
