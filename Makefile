@@ -83,6 +83,11 @@ lint: setup $(ACTIONLINT) $(ZIZMOR) $(SHELLCHECK) ## ruff; workflows (schema, ac
 .PHONY: ci
 ci: $(CI_TOOLS) lint lint-charts test $(CI_SLOW) ## What CI runs (.ci/run): tools, lint, tests, then the slow layers
 
+.PHONY: codeowners
+codeowners: ## Write .github/CODEOWNERS from the locations' declarations ([tool.platform] owners)
+	@python3 infra/devkit/src/platform_devkit/locations.py codeowners > .github/CODEOWNERS
+	@echo "==> .github/CODEOWNERS written from the declarations"
+
 .PHONY: changed-locations
 changed-locations: ## GitHub Actions: `locations=<JSON>` whose image changed since BASE=<commit>
 	@infra/ci/changed-locations.sh "$(BASE)"

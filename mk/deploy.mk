@@ -81,10 +81,11 @@ undeploy: ## Uninstall every release (locations, system, platform); PURGE=1 also
 	fi
 
 .PHONY: lint-charts
-lint-charts: tools ## helm lint the platform chart with each values overlay
-	@for overlay in "" values-kind.yaml values-prod.yaml; do \
+lint-charts: setup tools ## helm lint the platform chart (values derived from the declarations) with each overlay
+	@generated="$$($(UV) run --frozen python -c 'from platform_devkit.deploy import plan; print(plan.write_generated("platform", plan.platform_values()))')"; \
+	for overlay in "" values-kind.yaml values-prod.yaml; do \
 		echo "==> helm lint charts/platform $${overlay:+-f $$overlay}"; \
-		helm lint --quiet charts/platform $${overlay:+-f charts/platform/$$overlay} 2>&1 \
+		helm lint --quiet charts/platform -f "$$generated" $${overlay:+-f charts/platform/$$overlay} 2>&1 \
 			| { grep -v 'found symbolic link' || true; }; \
 	done
 

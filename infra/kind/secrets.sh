@@ -14,16 +14,20 @@ set -euo pipefail
 NAMESPACE="${NAMESPACE:-data-platform}"
 KUBE_CONTEXT="${KUBE_CONTEXT:-}"
 
-# name|KEY=value ... ; the value "random" means a generated password. User names are the role
-# names infra/sql/bootstrap.sql and the devkit default to.
+# name|KEY=value ... ; the value "random" means a generated password. The platform's own
+# Secrets are listed here; each location's (its warehouse role, its declared extra keys, the
+# outside readers of its schemas) comes from its declaration ([tool.platform] in
+# locations/<name>/pyproject.toml), through platform_devkit/locations.py (Python 3.11+ only).
 SECRETS=(
   "platform-postgres-admin|PGUSER=postgres PGPASSWORD=random"
   "dagster-postgresql-secret|postgresql-password=random"
-  "ingestion-credentials|INGESTION_WAREHOUSE_USER=ingestion INGESTION_WAREHOUSE_PASSWORD=random SHOP_DB_USER=shop_reader SHOP_DB_PASSWORD=random"
-  "transformation-credentials|TRANSFORMATION_WAREHOUSE_USER=transformation TRANSFORMATION_WAREHOUSE_PASSWORD=random"
-  "exports-credentials|EXPORTS_WAREHOUSE_USER=exports EXPORTS_WAREHOUSE_PASSWORD=random"
-  "bi-reader-credentials|BI_READER_USER=bi_reader BI_READER_PASSWORD=random"
 )
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+if ! declared="$(python3 "$repo/infra/devkit/src/platform_devkit/locations.py" secrets)"; then
+  echo "secrets.sh: the locations' declarations could not be read (above)" >&2
+  exit 1
+fi
+mapfile -t -O "${#SECRETS[@]}" SECRETS <<< "$declared"
 
 kube() {
   if [[ -n "$KUBE_CONTEXT" ]]; then

@@ -4,6 +4,7 @@ run end to end at the smallest size, with the checks it makes on every run."""
 import json
 
 import pytest
+
 from platform_bench import stats, suites
 from platform_bench.platform import BenchPlatform
 from platform_bench.report import write_json, write_markdown

@@ -180,6 +180,12 @@ def helm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
+def platform_generated() -> Path:
+    """The platform chart's values derived from the locations' declarations, as every
+    deployment plan writes and passes them (after values.yaml, before an overlay)."""
+    return plan.write_generated(PLATFORM_RELEASE, plan.platform_values())
+
+
 def render(
     chart: Path | str,
     release: str,

@@ -76,7 +76,7 @@ def platform_renders(helm_available: str) -> dict[str, list[dict]]:
         name: chartkit.render(
             chartkit.PLATFORM_CHART,
             chartkit.PLATFORM_RELEASE,
-            [chartkit.PLATFORM_CHART / "values.yaml"]
+            [chartkit.PLATFORM_CHART / "values.yaml", chartkit.platform_generated()]
             + [chartkit.PLATFORM_CHART / f for f in files],
             sets,
         )

@@ -9,12 +9,16 @@ import chartkit
 import pytest
 import yaml
 
+from platform_devkit import locations
 from platform_devkit.deploy import charts, plan
 from platform_devkit.instance import instance_config
 
 LOCATIONS = chartkit.locations()
 SYSTEM = chartkit.load_yaml(chartkit.SYSTEM_VALUES_DIR / "values.yaml")
 PLATFORM = chartkit.load_yaml(chartkit.PLATFORM_CHART / "values.yaml")
+# Every warehouse role's Secret, as the deployment plan derives it from the declarations.
+DECLARED = locations.load()
+ROLE_SECRETS = {role.name: role.secret for role in locations.warehouse_roles(DECLARED)}
 DEPLOY_DOC = chartkit.REPO / "docs" / "deploy.md"
 
 # Variables a location reads: dg.EnvVar("X") / dg.EnvVar.int("X") in Python, env_var('X') without
@@ -39,8 +43,7 @@ def platform_secret_names() -> set[str]:
     return {
         secrets["postgresAdmin"],
         secrets["dagsterStorage"],
-        secrets["biReader"],
-        *secrets["locations"].values(),
+        *ROLE_SECRETS.values(),
     }
 
 
@@ -66,9 +69,11 @@ def test_locations_are_the_dg_workspace_and_each_has_deploy_values():
 
 def test_system_workspace_lists_exactly_the_locations_with_their_names_and_ports():
     workspace = SYSTEM["dagsterWebserver"]["workspace"]
+    generated = plan.system_values()["dagsterWebserver"]["workspace"]
 
     assert workspace["enabled"] is True
-    assert workspace["servers"] == [
+    assert "servers" not in workspace, "the workspace is derived: charts/dagster lists no server"
+    assert generated["servers"] == [
         {"host": loc.deployment["name"], "port": loc.deployment["port"], "name": loc.name}
         for loc in LOCATIONS
     ]
@@ -187,18 +192,18 @@ def test_secrets_script_creates_every_key_the_consumers_read():
 
     assert set(keys[secrets["postgresAdmin"]]) == {"PGUSER", "PGPASSWORD"}
     assert keys[secrets["dagsterStorage"]] == ["postgresql-password"]
-    assert set(keys[secrets["biReader"]]) == {"BI_READER_USER", "BI_READER_PASSWORD"}
+    assert set(keys[ROLE_SECRETS["bi_reader"]]) == {"BI_READER_USER", "BI_READER_PASSWORD"}
     for location in LOCATIONS:
         prefix = location.name.upper()
         assert {f"{prefix}_WAREHOUSE_USER", f"{prefix}_WAREHOUSE_PASSWORD"} <= set(
-            keys[secrets["locations"][location.name]]
+            keys[ROLE_SECRETS[location.name]]
         )
-    assert {"SHOP_DB_USER", "SHOP_DB_PASSWORD"} <= set(keys[secrets["locations"]["ingestion"]])
+    assert {"SHOP_DB_USER", "SHOP_DB_PASSWORD"} <= set(keys[ROLE_SECRETS["ingestion"]])
 
 
 def test_each_team_secret_reaches_its_own_location_and_runs_only():
     launcher = SYSTEM["runLauncher"]["config"]["k8sRunLauncher"]
-    secret_of = PLATFORM["secrets"]["locations"]
+    secret_of = {loc.name: loc.secret for loc in DECLARED}
 
     assert launcher["envSecrets"] == []
     assert not SYSTEM["dagsterWebserver"].get("envSecrets")
@@ -231,7 +236,7 @@ def test_every_variable_a_location_reads_is_provided_and_no_other_teams_credenti
         provided |= set(keys[ref["name"]])
 
     assert variables_read_by(location) <= provided
-    secret_of = PLATFORM["secrets"]["locations"]
+    secret_of = ROLE_SECRETS
     others = {key for o in LOCATIONS if o != location for key in keys[secret_of[o.name]]}
     assert provided & others == set()
 

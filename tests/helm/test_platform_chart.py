@@ -8,6 +8,8 @@ import pytest
 import yaml
 from chartkit import PLATFORM_SCENARIOS
 
+from platform_devkit import locations
+
 pytestmark = pytest.mark.helm
 
 LOCATIONS = chartkit.locations()
@@ -23,7 +25,13 @@ def platform_values() -> dict:
 
 @pytest.mark.parametrize("overlay", ["", "values-kind.yaml", "values-prod.yaml"])
 def test_helm_lint_passes_with_every_shipped_values_file(helm_available, overlay):
-    args = ["lint", "--strict", str(chartkit.PLATFORM_CHART)]
+    args = [
+        "lint",
+        "--strict",
+        str(chartkit.PLATFORM_CHART),
+        "-f",
+        str(chartkit.platform_generated()),
+    ]
     if overlay:
         args += ["-f", str(chartkit.PLATFORM_CHART / overlay)]
 
@@ -44,8 +52,9 @@ def test_values_outside_the_chart_schema_are_refused(helm_available):
 
 def test_a_managed_server_without_a_host_is_refused(helm_available):
     result = chartkit.helm(
-        "template", "platform", str(chartkit.PLATFORM_CHART), "--set", "postgres.enabled=false"
-    )
+        "template", "platform", str(chartkit.PLATFORM_CHART), "-f",
+        str(chartkit.platform_generated()), "--set", "postgres.enabled=false",
+    )  # fmt: skip
 
     assert result.returncode != 0
     assert "postgres.external.host is required" in result.stderr
@@ -142,28 +151,32 @@ def test_bootstrap_job_runs_exactly_the_repository_sql_after_install_and_upgrade
     platform_renders,
 ):
     docs = platform_renders["defaults"]
-    sql = (chartkit.REPO / "infra" / "sql" / "bootstrap.sql").read_text()
+    sql_dir = chartkit.REPO / "infra" / "sql"
+    script = locations.bootstrap_script(locations.load())
     config_map = by_kind(docs, "ConfigMap")["platform-bootstrap-sql"]
     job = by_kind(docs, "Job")["platform-bootstrap"]
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
+    files = {name: (sql_dir / name).read_text() for name in ("bootstrap.sql", "role.sql")}
 
-    assert config_map["data"]["bootstrap.sql"] == sql
-    assert (chartkit.PLATFORM_CHART / "files" / "bootstrap.sql").read_bytes() == sql.encode()
+    assert config_map["data"] == {**files, "apply.psql": script}
+    for name, text in files.items():
+        assert (chartkit.PLATFORM_CHART / "files" / name).read_text() == text
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     assert job["spec"]["template"]["metadata"]["annotations"]["checksum/bootstrap-sql"] == (
-        hashlib.sha256(sql.encode()).hexdigest()
+        hashlib.sha256((files["bootstrap.sql"] + files["role.sql"] + script).encode()).hexdigest()
     )
-    assert container["command"] == [
-        "psql",
-        "-X",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-f",
-        "/bootstrap/bootstrap.sql",
-    ]
+    assert container["command"] == ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-f",
+                                    "/bootstrap/apply.psql"]  # fmt: skip
     assert "pg_isready" in " ".join(pod["initContainers"][0]["command"])
     assert job["spec"]["activeDeadlineSeconds"] > 0
+
+
+def test_the_platform_chart_refuses_to_render_without_the_derived_values(helm_available):
+    result = chartkit.helm("template", "platform", str(chartkit.PLATFORM_CHART))
+
+    assert result.returncode != 0
+    assert "bootstrap.script is empty: deploy with make deploy" in result.stderr
 
 
 def test_bootstrap_job_gets_every_variable_the_sql_reads_and_no_password_in_clear(
@@ -183,11 +196,12 @@ def test_bootstrap_job_gets_every_variable_the_sql_reads_and_no_password_in_clea
         "name": "dagster-postgresql-secret",
         "key": "postgresql-password",
     }
-    for location in LOCATIONS:
-        prefix = location.name.upper()
-        ref = env[f"{prefix}_WAREHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        key = f"{prefix}_WAREHOUSE_PASSWORD"
-        assert ref == {"name": f"{location.name}-credentials", "key": key}
+    roles = locations.warehouse_roles(locations.load())
+    assert {r.name for r in roles} >= {loc.name for loc in LOCATIONS} | {"bi_reader"}
+    for role in roles:
+        ref = env[role.password_var]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": role.secret, "key": role.password_var}
+        assert env[role.user_var]["valueFrom"]["secretKeyRef"]["optional"] is True
 
 
 def test_environment_config_map_names_the_server_the_database_and_the_file_areas(
@@ -216,8 +230,7 @@ def test_external_secrets_create_every_secret_the_platform_names(platform_render
     expected = {
         values["secrets"]["postgresAdmin"],
         values["secrets"]["dagsterStorage"],
-        values["secrets"]["biReader"],
-        *values["secrets"]["locations"].values(),
+        *(role.secret for role in locations.warehouse_roles(locations.load())),
     }
 
     assert set(external) == expected

@@ -64,9 +64,9 @@ seccompProfile:
 
 {{/* Every Secret the platform relies on, by name (deduplicated, sorted). */}}
 {{- define "platform.secretNames" -}}
-{{- $names := list .Values.secrets.postgresAdmin .Values.secrets.dagsterStorage .Values.secrets.biReader -}}
-{{- range $location, $name := .Values.secrets.locations }}
-{{- $names = append $names $name -}}
+{{- $names := list .Values.secrets.postgresAdmin .Values.secrets.dagsterStorage -}}
+{{- range .Values.warehouseRoles }}
+{{- $names = append $names .secret -}}
 {{- end }}
 {{- $names | uniq | sortAlpha | toJson -}}
 {{- end -}}

@@ -1,10 +1,13 @@
-"""Apply `infra/sql/bootstrap.sql` with psql, exactly as the Helm bootstrap Job does."""
+"""Apply the warehouse bootstrap with psql, exactly as the Helm bootstrap Job does: the script
+`platform_devkit.locations.bootstrap_script` generates from the locations' declarations, run
+from infra/sql (bootstrap.sql, then role.sql once per role)."""
 
 import os
 import subprocess
 from collections.abc import Mapping
 
-from platform_devkit.paths import BOOTSTRAP_SQL
+from platform_devkit import locations
+from platform_devkit.paths import REPO_ROOT, SQL_DIR
 from platform_devkit.postgres import pg_bin
 
 
@@ -17,22 +20,20 @@ def psql_path() -> str:
     return os.environ.get("PSQL") or str(pg_bin("psql"))
 
 
-def run_psql_file(
-    path: str, env: Mapping[str, str], database: str = "postgres"
-) -> subprocess.CompletedProcess[str]:
-    """Run a psql script; credentials travel in the environment, never on the command line."""
+def bootstrap(env: Mapping[str, str]) -> str:
+    """Create databases, roles, schemas and grants (idempotent). Returns psql's summary line."""
+    script = locations.bootstrap_script(locations.load(REPO_ROOT))
     result = subprocess.run(
-        [psql_path(), "-X", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", path],
+        [psql_path(), "-X", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-"],
+        input=script,
+        cwd=SQL_DIR,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=300,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"psql -f {path} failed ({result.returncode}):\n{result.stderr}")
-    return result
-
-
-def bootstrap(env: Mapping[str, str]) -> str:
-    """Create databases, roles, schemas and grants (idempotent). Returns psql's summary line."""
-    return run_psql_file(str(BOOTSTRAP_SQL), env).stdout.strip()
+        raise RuntimeError(
+            f"the warehouse bootstrap failed ({result.returncode}):\n" + result.stderr
+        )
+    return result.stdout.strip()

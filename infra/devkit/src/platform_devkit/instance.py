@@ -13,7 +13,6 @@ process was killed, or died with its database, stayed STARTED and kept its pool 
 """
 
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import psutil
 import yaml
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
-from platform_devkit.paths import DG_TOML, REPO_ROOT
+from platform_devkit import locations as declared_locations
+from platform_devkit.paths import REPO_ROOT
 
 MAX_CONCURRENT_RUNS = 4
 
@@ -210,19 +210,8 @@ def write_instance(dagster_home: Path) -> Path:
 
 
 def locations() -> list[dict[str, str]]:
-    """Every code location listed in dg.toml: name, module and folder."""
-    projects = tomllib.loads(DG_TOML.read_text())["workspace"]["projects"]
-    found = []
-    for project in projects:
-        folder = REPO_ROOT / project["path"]
-        pyproject = tomllib.loads((folder / "pyproject.toml").read_text())
-        root_module = pyproject["tool"]["dg"]["project"]["root_module"]
-        found.append({
-            "name": pyproject["project"]["name"],
-            "module": f"{root_module}.definitions",
-            "path": str(folder),
-        })  # fmt: skip
-    return found
+    """Every code location listed in dg.toml, declarations checked: name, module and folder."""
+    return [loc.as_dict() for loc in declared_locations.load(REPO_ROOT)]
 
 
 def write_workspace(path: Path) -> Path:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 # The devkit is installed editable from the workspace, so the repository is found from here.
 REPO_ROOT = Path(__file__).resolve().parents[4]
-BOOTSTRAP_SQL = REPO_ROOT / "infra" / "sql" / "bootstrap.sql"
+SQL_DIR = REPO_ROOT / "infra" / "sql"
 DG_TOML = REPO_ROOT / "dg.toml"
 
 

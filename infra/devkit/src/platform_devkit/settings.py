@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from platform_devkit import locations
+from platform_devkit.paths import REPO_ROOT
+
 ENV_FILE_NAME = "platform.env"
 EMBEDDED_PORT_KEY = "EMBEDDED_PGPORT"
 EMBEDDED_PASSWORD_KEY = "EMBEDDED_PGPASSWORD"  # noqa: S105 (a key name, not a password)
@@ -26,17 +29,29 @@ class Role:
     default_user: str
 
 
-# One role per team (DESIGN.md "least privilege"), Dagster's storage role, the BI consumer role,
-# and the demo source system's read-only role.
-ROLES: dict[str, Role] = {
-    "dagster": Role("DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "dagster"),
-    "ingestion": Role("INGESTION_WAREHOUSE_USER", "INGESTION_WAREHOUSE_PASSWORD", "ingestion"),
-    "transformation": Role(
-        "TRANSFORMATION_WAREHOUSE_USER", "TRANSFORMATION_WAREHOUSE_PASSWORD", "transformation"
-    ),
-    "exports": Role("EXPORTS_WAREHOUSE_USER", "EXPORTS_WAREHOUSE_PASSWORD", "exports"),
-    "bi_reader": Role("BI_READER_USER", "BI_READER_PASSWORD", "bi_reader"),
-    "shop_reader": Role("SHOP_DB_USER", "SHOP_DB_PASSWORD", "shop_reader"),
+def _roles() -> dict[str, Role]:
+    """Dagster's storage role, every warehouse role the locations declare (their own and their
+    outside readers', platform_devkit.locations), and the demo source system's read-only role."""
+    found = locations.load(REPO_ROOT)
+    declared = {
+        role.name: Role(role.user_var, role.password_var, role.name)
+        for role in locations.warehouse_roles(found)
+    }
+    return {
+        "dagster": Role("DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "dagster"),
+        **declared,
+        "shop_reader": Role("SHOP_DB_USER", "SHOP_DB_PASSWORD", "shop_reader"),
+    }
+
+
+ROLES: dict[str, Role] = _roles()
+# Keys of the location Secrets that are not a role's, with their local defaults
+# (locations.RANDOM: a generated password).
+SECRET_DEFAULTS: dict[str, str] = {
+    key: value
+    for loc in locations.load(REPO_ROOT)
+    for key, value in loc.secret_keys.items()
+    if key not in {v for r in ROLES.values() for v in (r.user_var, r.password_var)}
 }
 
 
@@ -159,4 +174,9 @@ class PlatformSettings:
         for role in ROLES.values():
             default(role.user_var, role.default_user)
             values[role.password_var] = self._secret(role.password_var)
+        for key, value in SECRET_DEFAULTS.items():
+            if value == locations.RANDOM:
+                values[key] = self._secret(key)
+            else:
+                default(key, value)
         return values

@@ -3,11 +3,15 @@
 from the very same arguments (tests/helm)."""
 
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from platform_devkit import locations as declared
 from platform_devkit.deploy.charts import OfficialCharts, official_charts
 from platform_devkit.instance import locations
 from platform_devkit.paths import REPO_ROOT
@@ -23,6 +27,11 @@ SECRETS_SCRIPT = REPO_ROOT / "infra" / "kind" / "secrets.sh"
 # The kind release whose node image infra/kind/cluster.yaml pins (kind supports a node image
 # only with the release that built it); the e2e-kind workflow installs exactly this version.
 KIND_VERSION = "v0.27.0"
+# Values derived from the locations' declarations (platform_devkit.locations), written here by
+# every plan and passed right after each chart's values.yaml (an overlay may still override).
+GENERATED_VALUES = REPO_ROOT / ".local" / "deploy" / "generated"
+# Port of every code server (deployments[].port in locations/*/deploy/values.yaml).
+CODE_SERVER_PORT = 3030
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -118,16 +127,77 @@ class Release:
         return ["helm", "template", *self.inputs(settings), "--skip-tests"]
 
 
-def _values(folder: Path, overlay: str) -> tuple[Path, ...]:
-    files = [folder / "values.yaml"]
+def _values(folder: Path, overlay: str, generated: Path | None = None) -> tuple[Path, ...]:
+    files = [folder / "values.yaml", *([generated] if generated else [])]
     if overlay and (folder / f"values-{overlay}.yaml").exists():
         files.append(folder / f"values-{overlay}.yaml")
     return tuple(files)
 
 
+def platform_values() -> dict:
+    """The platform chart's values derived from the declarations: every warehouse role with
+    its Secret and variables (the bootstrap Job's environment, the ExternalSecrets), and the
+    bootstrap script that creates them (infra/sql, platform_devkit.locations)."""
+    found = declared.load(REPO_ROOT)
+    roles = [
+        {
+            "name": role.name,
+            "secret": role.secret,
+            "userVar": role.user_var,
+            "passwordVar": role.password_var,
+        }
+        for role in declared.warehouse_roles(found)
+    ]
+    return {
+        "warehouseRoles": roles,
+        "bootstrap": {"script": declared.bootstrap_script(found)},
+    }
+
+
+def system_values() -> dict:
+    """The system release's workspace: one gRPC server per location, the Service its release
+    creates (Service name = deployments[0].name = the location's name)."""
+    servers = [
+        {"host": loc.name, "port": CODE_SERVER_PORT, "name": loc.name}
+        for loc in declared.load(REPO_ROOT)
+    ]
+    return {"dagsterWebserver": {"workspace": {"servers": servers}}}
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the bootstrap script) as readable `|` blocks."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
+def write_generated(release: str, values: dict) -> Path:
+    """The values file of a release's derived values (rewritten by every plan, atomically)."""
+    GENERATED_VALUES.mkdir(parents=True, exist_ok=True)
+    path = GENERATED_VALUES / f"{release}.yaml"
+    header = (
+        f"# Generated for the {release} release from the locations' declarations\n"
+        "# (platform_devkit.deploy.plan); rewritten by every deployment plan, never edited.\n"
+    )
+    text = header + yaml.dump(values, Dumper=_BlockDumper, sort_keys=False, width=100)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
 def platform_release(settings: Settings) -> Release:
+    generated = write_generated(PLATFORM_RELEASE, platform_values())
     return Release(
-        PLATFORM_RELEASE, PLATFORM_CHART, _values(PLATFORM_CHART, settings.overlay), wait=False
+        PLATFORM_RELEASE,
+        PLATFORM_CHART,
+        _values(PLATFORM_CHART, settings.overlay, generated),
+        wait=False,
     )
 
 
@@ -135,7 +205,8 @@ def system_release(settings: Settings) -> Release:
     # The chart's migration Job is a plain Job that helm cannot update in place: set it for the
     # one upgrade that changes Dagster's storage schema, then deploy again without.
     sets = (("migrate.enabled", "true"),) if settings.migrate else ()
-    values = _values(SYSTEM_VALUES, settings.overlay)
+    generated = write_generated(SYSTEM_RELEASE, system_values())
+    values = _values(SYSTEM_VALUES, settings.overlay, generated)
     return Release(SYSTEM_RELEASE, settings.charts.system, values, sets)
 
 

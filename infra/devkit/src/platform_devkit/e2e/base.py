@@ -5,36 +5,29 @@ import abc
 from collections.abc import Callable
 from pathlib import Path
 
+from platform_devkit import locations
 from platform_devkit.e2e.graphql import DagsterGraphQL
-from platform_devkit.instance import locations
 
 # Variables each team's code server (and its runs) receives; nothing of another team's.
-# In Kubernetes the same split is the team Secrets (locations/<name>/deploy/values.yaml).
+# The team's own are its declaration's (platform_devkit.locations: its Secret's keys and the
+# platform variables it reads); in Kubernetes the same split is the team Secrets.
 SHARED_VARIABLES = (
     "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB", "DAGSTER_PG_USER",
     "DAGSTER_PG_PASSWORD", "WAREHOUSE_HOST", "WAREHOUSE_PORT", "WAREHOUSE_DB",
     "WAREHOUSE_SSLMODE",
 )  # fmt: skip
-TEAM_VARIABLES = {
-    "ingestion": (
-        "INGESTION_WAREHOUSE_USER", "INGESTION_WAREHOUSE_PASSWORD", "SHOP_DB_HOST",
-        "SHOP_DB_PORT", "SHOP_DB_NAME", "SHOP_DB_USER", "SHOP_DB_PASSWORD", "SHOP_DB_SSLMODE",
-        "PAYMENTS_LANDING_URL",
-    ),
-    "transformation": ("TRANSFORMATION_WAREHOUSE_USER", "TRANSFORMATION_WAREHOUSE_PASSWORD"),
-    "exports": ("EXPORTS_WAREHOUSE_USER", "EXPORTS_WAREHOUSE_PASSWORD", "EXPORTS_URL"),
-}  # fmt: skip
 
 
 def location_names() -> list[str]:
-    return [loc["name"] for loc in locations()]
+    return [loc.name for loc in locations.load()]
 
 
 def location_environment(name: str, env: dict[str, str]) -> dict[str, str]:
     """The variables of one location's server: shared connection settings and its team's."""
-    if name not in TEAM_VARIABLES:
-        raise KeyError(f"location {name} has no entry in TEAM_VARIABLES ({__file__})")
-    return {k: env[k] for k in (*SHARED_VARIABLES, *TEAM_VARIABLES[name]) if k in env}
+    found = {loc.name: loc for loc in locations.load()}
+    if name not in found:
+        raise KeyError(f"{name} is not a code location (one of: {', '.join(found)})")
+    return {k: env[k] for k in (*SHARED_VARIABLES, *found[name].variables()) if k in env}
 
 
 class Deployment(abc.ABC):

@@ -1,0 +1,1 @@
+../../../infra/sql/role.sql
