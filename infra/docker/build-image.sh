@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
-# Build one code location's image from the repository root: locations/<name>/Dockerfile,
-# tagged <registry>/<name>:<tag> and <registry>/<name>:latest (docs/images.md).
+# Build one code location's image from the repository root, tagged <registry>/<name>:<tag> and
+# <registry>/<name>:latest (docs/images.md).
 #
-#   build-image.sh <location>
+#   build-image.sh <location>            build it
+#   build-image.sh --dry-run <location>  print what would be built and stop: `# dockerfile:`
+#                                        the file used, `# build-arg: NAME=value` lines, then
+#                                        that Dockerfile as it is built (no Docker or git needed)
+#
+# The Dockerfile: locations/<name>/Dockerfile when the location has one (it needs more than the
+# template, e.g. system packages), else the shared template infra/docker/location.Dockerfile.
+# The build arguments come from locations/<name>/pyproject.toml: LOCATION (the folder),
+# PACKAGE ([project].name), MODULE ([tool.dg.project].root_module), DESCRIPTION
+# ([project].description) and PREPARE_DEFS_STATE ([tool.platform.image].prepare_defs_state,
+# default false). Docker expands no variables in an exec-form CMD, so @MODULE@ in the
+# Dockerfile is replaced with the module before the build.
 #
 #   REGISTRY         default data-platform
 #   VCS_REF          the commit the image is labelled with (default HEAD)
@@ -15,16 +26,76 @@
 #                    they are staged in the git-ignored infra/docker/ca/ and trusted by the
 #                    builder stage only, never by the final image.
 #   DOCKER_BUILD_ARGS  extra `docker build` arguments (e.g. --no-cache)
+#   PYTHON           the Python (3.11 or later, for tomllib) that reads pyproject.toml
+#                    (default python3)
 set -euo pipefail
 
-location="${1:?usage: build-image.sh <location>}"
+dry_run=false
+if [[ "${1:-}" == "--dry-run" ]]; then
+  dry_run=true
+  shift
+fi
+location="${1:?usage: build-image.sh [--dry-run] <location>}"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 here="$root/infra/docker"
-dockerfile="$root/locations/$location/Dockerfile"
-[[ -f "$dockerfile" ]] || {
-  echo "no Dockerfile for location '$location' ($dockerfile)" >&2
+folder="$root/locations/$location"
+[[ -f "$folder/pyproject.toml" ]] || {
+  echo "no location '$location': $folder/pyproject.toml does not exist" >&2
   exit 1
 }
+if [[ -f "$folder/Dockerfile" ]]; then
+  dockerfile="$folder/Dockerfile"
+else
+  dockerfile="$here/location.Dockerfile"
+fi
+
+# package, module, prepare_defs_state and description, one a line.
+settings="$("${PYTHON:-python3}" - "$folder/pyproject.toml" <<'EOF'
+import re
+import sys
+import tomllib
+
+path = sys.argv[1]
+with open(path, "rb") as f:
+    pyproject = tomllib.load(f)
+project = pyproject.get("project", {})
+tool = pyproject.get("tool", {})
+package = project.get("name")
+module = tool.get("dg", {}).get("project", {}).get("root_module")
+prepare = tool.get("platform", {}).get("image", {}).get("prepare_defs_state", False)
+description = " ".join(str(project.get("description", "")).split())
+errors = []
+if not package:
+    errors.append("[project].name is missing")
+if not module or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
+    errors.append(f"[tool.dg.project].root_module is missing or not a module name: {module!r}")
+if not isinstance(prepare, bool):
+    errors.append(f"[tool.platform.image].prepare_defs_state must be true or false: {prepare!r}")
+if errors:
+    sys.exit(f"{path}: " + "; ".join(errors))
+print(package, module, "true" if prepare else "false", description, sep="\n")
+EOF
+)"
+mapfile -t fields <<<"$settings"
+package="${fields[0]}"
+module="${fields[1]}"
+prepare_defs_state="${fields[2]}"
+description="${fields[3]:-}"
+rendered="$(sed "s/@MODULE@/$module/g" "$dockerfile")"
+build_args=(
+  "LOCATION=$location"
+  "PACKAGE=$package"
+  "MODULE=$module"
+  "DESCRIPTION=${description:-Dagster code location $location}"
+  "PREPARE_DEFS_STATE=$prepare_defs_state"
+)
+
+if [[ "$dry_run" == true ]]; then
+  echo "# dockerfile: ${dockerfile#"$root"/}"
+  printf '# build-arg: %s\n' "${build_args[@]}"
+  printf '%s\n' "$rendered"
+  exit 0
+fi
 
 registry="${REGISTRY:-data-platform}"
 revision="${VCS_REF:-$(git -C "$root" rev-parse HEAD)}"
@@ -46,18 +117,24 @@ done
 
 base="$(BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim-bookworm}" "$here/build-base-image.sh")"
 read -r -a extra_args <<<"${DOCKER_BUILD_ARGS:-}"
+build_arg_flags=()
+for arg in "${build_args[@]}"; do
+  build_arg_flags+=(--build-arg "$arg")
+done
 
-echo "==> building $image:$tag (base $base, ${#ca_files[@]} extra CA file(s))"
+echo "==> building $image:$tag from ${dockerfile#"$root"/} (base $base, ${#ca_files[@]} extra CA file(s))"
 started=$SECONDS
 # The legacy builder unless told otherwise: it is what Debian's docker.io has, so the
-# Dockerfiles are kept to what it understands.
+# Dockerfiles are kept to what it understands. The Dockerfile, with its CMD filled in, comes
+# on stdin; the context is the repository root.
 DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}" docker build \
-  --file "$dockerfile" \
+  --file - \
   --build-arg "BASE_IMAGE=$base" \
   --build-arg "VCS_REF=$revision" \
+  "${build_arg_flags[@]}" \
   --tag "$image:$tag" \
   --tag "$image:latest" \
   "${extra_args[@]}" \
-  "$root"
+  "$root" <<<"$rendered"
 size="$(docker image inspect --format '{{.Size}}' "$image:$tag")"
 echo "==> built $image:$tag and :latest in $((SECONDS - started))s, $((size / 1000000)) MB"

@@ -1,4 +1,5 @@
-"""Fixtures for the image tests: the code locations (dg.toml), their Dockerfiles as
+"""Fixtures for the image tests: the code locations (dg.toml), the Dockerfile each builds from
+(the shared template or its own, as infra/docker/build-image.sh chooses and fills it in) as
 instructions, the server arguments their Helm values pass, and a `docker` CLI wrapper.
 
 Tests that take a `location` argument run once per code location (test_dbt_location_*: once
@@ -9,6 +10,7 @@ import os
 import subprocess
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -101,13 +103,42 @@ def helm_command(location: str, helm_values: dict | None) -> list[str]:
     return [*CHART_COMMAND, str(helm_values["port"]), *helm_values["dagsterApiGrpcArgs"]]
 
 
-@pytest.fixture(scope="session")
-def dockerfile(location: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of locations/<location>/Dockerfile, continuation lines joined
-    and comments dropped."""
-    instructions: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class DryRun:
+    """What `build-image.sh --dry-run <location>` prints: the Dockerfile it builds with
+    (relative to the repository root), the location's build arguments, and that Dockerfile's
+    text as it is built (CMD filled in)."""
+
+    dockerfile: str
+    build_args: dict[str, str]
+    text: str
+
+
+def dry_run(location: str, root: Path = ROOT) -> DryRun:
+    """`build-image.sh --dry-run <location>` of the build script under `root`."""
+    result = subprocess.run(
+        [str(root / "infra" / "docker" / "build-image.sh"), "--dry-run", location],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(f"build-image.sh --dry-run {location} failed:\n{result.stderr}")
+    lines = result.stdout.splitlines()
+    dockerfile = lines[0].removeprefix("# dockerfile: ")
+    build_args = dict(
+        line.removeprefix("# build-arg: ").split("=", 1)
+        for line in lines[1:]
+        if line.startswith("# build-arg: ")
+    )
+    text = "\n".join(line for line in lines[1:] if not line.startswith("# build-arg: "))
+    return DryRun(dockerfile, build_args, text + "\n")
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined and comments
+    dropped."""
+    parsed: list[tuple[str, str]] = []
     pending = ""
-    for raw in (ROOT / "locations" / location / "Dockerfile").read_text().splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -115,6 +146,35 @@ def dockerfile(location: str) -> list[tuple[str, str]]:
             pending += line[:-1] + " "
             continue
         keyword, _, rest = (pending + line).partition(" ")
-        instructions.append((keyword.upper(), " ".join(rest.split())))
+        parsed.append((keyword.upper(), " ".join(rest.split())))
         pending = ""
+    return parsed
+
+
+@pytest.fixture(scope="session")
+def build_plan(location: str) -> DryRun:
+    """The Dockerfile and build arguments build-image.sh builds this location with."""
+    return dry_run(location)
+
+
+@pytest.fixture(scope="session")
+def dockerfile(build_plan: DryRun) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile this location builds from, as built: the
+    location's build arguments (${LOCATION}, ${MODULE}, ...) substituted."""
+    parsed = []
+    for keyword, args in instructions(build_plan.text):
+        for name, value in build_plan.build_args.items():
+            args = args.replace(f"${{{name}}}", value)
+        parsed.append((keyword, args))
+    return parsed
+
+
+@pytest.fixture(scope="session")
+def build_dry_run() -> Callable[..., DryRun]:
+    """dry_run(location, root=ROOT): `build-image.sh --dry-run` of the script under root."""
+    return dry_run
+
+
+@pytest.fixture(scope="session")
+def parse_dockerfile() -> Callable[[str], list[tuple[str, str]]]:
     return instructions

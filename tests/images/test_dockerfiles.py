@@ -1,11 +1,24 @@
 """The Dockerfiles as text: what can be held without a Docker engine (runs in `make test`).
 
-The images themselves are tested in test_images.py (marker docker).
+Every location builds from the shared template infra/docker/location.Dockerfile, or from its
+own locations/<name>/Dockerfile when it has one; the per-location tests below check whichever
+infra/docker/build-image.sh picks, as it builds it (`build-image.sh --dry-run`). The images
+themselves are tested in test_images.py (marker docker).
 """
 
+import importlib
 import json
 import re
+import shutil
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+import yaml
+from dagster.components.component.state_backed_component import StateBackedComponent
+
+TEMPLATE = "infra/docker/location.Dockerfile"
 
 # Syntax the legacy builder (Debian's docker.io, no buildx) rejects or misreads.
 BUILDKIT_ONLY = [
@@ -28,8 +41,185 @@ def _stages(dockerfile: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     return stages
 
 
-def test_every_location_has_a_dockerfile(repo_root: Path, location: str):
-    assert (repo_root / "locations" / location / "Dockerfile").is_file()
+def _pyproject(repo_root: Path, location: str) -> dict:
+    with (repo_root / "locations" / location / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)
+
+
+# --- which Dockerfile, which build arguments ----------------------------------------------
+
+
+def test_location_builds_from_its_own_dockerfile_if_it_has_one_else_the_template(
+    repo_root: Path, location: str, build_plan
+):
+    own = repo_root / "locations" / location / "Dockerfile"
+    expected = f"locations/{location}/Dockerfile" if own.is_file() else TEMPLATE
+    assert build_plan.dockerfile == expected
+    source = (repo_root / expected).read_text()
+    assert build_plan.text == source.replace("@MODULE@", build_plan.build_args["MODULE"])
+
+
+def test_build_arguments_come_from_the_locations_pyproject(
+    repo_root: Path, location: str, build_plan
+):
+    pyproject = _pyproject(repo_root, location)
+    image = pyproject.get("tool", {}).get("platform", {}).get("image", {})
+    assert build_plan.build_args == {
+        "LOCATION": location,
+        "PACKAGE": pyproject["project"]["name"],
+        "MODULE": pyproject["tool"]["dg"]["project"]["root_module"],
+        "DESCRIPTION": pyproject["project"]["description"],
+        "PREPARE_DEFS_STATE": "true" if image.get("prepare_defs_state", False) else "false",
+    }
+
+
+def _component_types(defs: Path, module: str):
+    """(defs.yaml, component class) of every component a location's defs folder declares."""
+    for path in sorted(defs.rglob("defs.yaml")):
+        if ".local_defs_state" in path.parts:
+            continue
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or "type" not in document:
+                continue
+            name = document["type"]
+            if name.startswith("."):  # relative to the folder's package
+                package = ".".join([module, *path.parent.relative_to(defs.parent).parts])
+                name = package + name
+            module_name, _, attribute = name.rpartition(".")
+            yield path, getattr(importlib.import_module(module_name), attribute)
+
+
+def test_defs_state_is_prepared_in_the_build_exactly_for_state_backed_components(
+    repo_root: Path, location: str, build_plan
+):
+    """A state-backed component (dagster-dbt's DbtProjectComponent, ...) whose state is not
+    in the image would make the code server prepare it at start-up, which a read-only root
+    cannot even write: such a location must set [tool.platform.image] prepare_defs_state."""
+    module = build_plan.build_args["MODULE"]
+    defs = repo_root / "locations" / location / "src" / module / "defs"
+    state_backed = sorted(
+        str(path.relative_to(repo_root))
+        for path, component in _component_types(defs, module)
+        if issubclass(component, StateBackedComponent)
+    )
+    assert (build_plan.build_args["PREPARE_DEFS_STATE"] == "true") == bool(state_backed), (
+        state_backed or "no state-backed component"
+    )
+
+
+# --- the template and the override rule ---------------------------------------------------
+
+
+def _copy_build_script(repo_root: Path, target: Path) -> None:
+    (target / "infra" / "docker").mkdir(parents=True)
+    for name in ("build-image.sh", "location.Dockerfile"):
+        shutil.copy2(repo_root / "infra" / "docker" / name, target / "infra" / "docker" / name)
+
+
+def _new_location(target: Path, name: str, module: str, extra: str = "") -> Path:
+    folder = target / "locations" / name
+    (folder / "src" / module).mkdir(parents=True)
+    (folder / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\ndescription = "The {name} location (team {name})."\n'
+        f'[tool.dg]\ndirectory_type = "project"\n'
+        f'[tool.dg.project]\nroot_module = "{module}"\n{extra}'
+    )
+    return folder
+
+
+def test_a_new_location_without_a_dockerfile_builds_from_the_template(
+    repo_root: Path, tmp_path: Path, build_dry_run: Callable, parse_dockerfile: Callable
+):
+    """What `make new-location` writes (locations/<name>/ only) needs no Dockerfile and no edit
+    elsewhere: build-image.sh picks the template and fills in the new location."""
+    _copy_build_script(repo_root, tmp_path)
+    _new_location(tmp_path, "new-team", "new_team")
+
+    plan = build_dry_run("new-team", tmp_path)
+
+    assert plan.dockerfile == TEMPLATE
+    assert plan.build_args == {
+        "LOCATION": "new-team",
+        "PACKAGE": "new-team",
+        "MODULE": "new_team",
+        "DESCRIPTION": "The new-team location (team new-team).",
+        "PREPARE_DEFS_STATE": "false",
+    }
+    (cmd,) = [args for keyword, args in parse_dockerfile(plan.text) if keyword == "CMD"]
+    assert json.loads(cmd)[-2:] == ["-m", "new_team.definitions"]
+    assert plan.text == (repo_root / TEMPLATE).read_text().replace("@MODULE@", "new_team")
+
+
+def test_a_location_with_its_own_dockerfile_builds_from_it(
+    repo_root: Path, tmp_path: Path, build_dry_run: Callable
+):
+    _copy_build_script(repo_root, tmp_path)
+    folder = _new_location(
+        tmp_path, "geo", "geo", "[tool.platform.image]\nprepare_defs_state = true\n"
+    )
+    template = (repo_root / TEMPLATE).read_text()
+    system_package = "FROM ${BASE_IMAGE}\nRUN apt-get install -y libgdal32\n"
+    own = template.replace("FROM ${BASE_IMAGE}\n", system_package)
+    (folder / "Dockerfile").write_text(own)
+    _new_location(tmp_path, "other", "other")
+
+    plan = build_dry_run("geo", tmp_path)
+
+    assert plan.dockerfile == "locations/geo/Dockerfile"
+    assert plan.build_args["PREPARE_DEFS_STATE"] == "true"
+    assert plan.text == own.replace("@MODULE@", "geo")
+    # Only that location: the others still build from the template.
+    assert build_dry_run("other", tmp_path).dockerfile == TEMPLATE
+
+
+def test_build_script_refuses_a_pyproject_without_a_root_module(
+    repo_root: Path, tmp_path: Path, build_dry_run: Callable
+):
+    _copy_build_script(repo_root, tmp_path)
+    folder = tmp_path / "locations" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "pyproject.toml").write_text('[project]\nname = "broken"\n')
+    with pytest.raises(AssertionError, match="root_module is missing"):
+        build_dry_run("broken", tmp_path)
+
+
+def test_template_names_no_location_and_documents_the_override(repo_root: Path):
+    text = (repo_root / TEMPLATE).read_text()
+    header = text[: text.index("\nARG BASE_IMAGE")]
+    assert "locations/<name>/Dockerfile" in header
+    assert "build-image.sh" in header
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for name in ("ingestion", "transformation", "exports", "dbt_project", "manifest"):
+        assert name not in code
+    for argument in ("LOCATION", "PACKAGE", "MODULE", "DESCRIPTION", "PREPARE_DEFS_STATE"):
+        assert f"ARG {argument}" in code
+    assert "@MODULE@" in code
+
+
+def test_template_prepares_defs_state_only_when_asked_and_checks_it_was_written(
+    repo_root: Path, parse_dockerfile: Callable
+):
+    builder = _stages(parse_dockerfile((repo_root / TEMPLATE).read_text()))[0]
+    assert ("ARG", "PREPARE_DEFS_STATE=false") in builder
+    (refresh,) = [args for keyword, args in builder if "refresh-defs-state" in args]
+    assert refresh.startswith('if [ "${PREPARE_DEFS_STATE}" = true ]; then')
+    assert "DBT_TARGET=parse" in refresh, "the credential-free dbt target"
+    assert ".local_defs_state" in refresh
+    assert "exit 1" in refresh, "fails when no state was prepared"
+
+
+def test_lint_covers_the_template_and_every_location_dockerfile(repo_root: Path):
+    images_mk = (repo_root / "mk" / "images.mk").read_text()
+    assert re.search(
+        r"^IMAGE_DOCKERFILES = infra/docker/location\.Dockerfile "
+        r"\$\(wildcard locations/\*/Dockerfile\)$",
+        images_mk,
+        re.MULTILINE,
+    )
+    assert "$(HADOLINT) $(IMAGE_DOCKERFILES)" in images_mk
+
+
+# --- what every image's Dockerfile holds -------------------------------------------------
 
 
 def test_default_command_is_what_the_helm_values_run(
@@ -97,11 +287,12 @@ def test_dependencies_are_installed_before_the_code_is_copied(
 
 
 def test_syncs_only_its_own_package_from_the_lock_without_dev_tools(
-    dockerfile: list[tuple[str, str]], location: str
+    dockerfile: list[tuple[str, str]], build_plan
 ):
+    package = build_plan.build_args["PACKAGE"]
     syncs = [args for keyword, args in dockerfile if keyword == "RUN" and "uv sync" in args]
     assert len(syncs) == 1
-    assert f"--package {location}" in syncs[0]
+    assert f"--package {package}" in syncs[0].replace('"', "")
     assert "--frozen" in syncs[0]
     assert "--no-dev" in syncs[0]
     assert "--no-editable" not in syncs[0], "the location runs from its source folder"
@@ -122,10 +313,23 @@ def test_copies_no_other_location(dockerfile: list[tuple[str, str]], location: s
     assert others == []
 
 
-def test_uses_no_buildkit_only_syntax(repo_root: Path, location: str):
-    text = (repo_root / "locations" / location / "Dockerfile").read_text()
-    found = [name for pattern, name in BUILDKIT_ONLY if pattern.search(text)]
+def test_uses_no_buildkit_only_syntax(build_plan):
+    found = [name for pattern, name in BUILDKIT_ONLY if pattern.search(build_plan.text)]
     assert found == []
+
+
+def test_labels_name_the_location_its_module_and_description(
+    dockerfile: list[tuple[str, str]], build_plan, location: str
+):
+    (labels,) = [args for keyword, args in _stages(dockerfile)[-1] if keyword == "LABEL"]
+    module = build_plan.build_args["MODULE"]
+    for label in (
+        f'org.opencontainers.image.title="{location}"',
+        f'org.opencontainers.image.description="{build_plan.build_args["DESCRIPTION"]}"',
+        f'io.dagster.code-location="{location}"',
+        f'io.dagster.module="{module}.definitions"',
+    ):
+        assert label in labels
 
 
 def test_dockerignore_keeps_secrets_history_and_host_state_out_of_the_context(repo_root: Path):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -247,7 +248,7 @@ def served_asset_keys(server: Server, location: str) -> set[str]:
 
 
 def test_image_builds_tagged_with_the_commit_and_latest(
-    image: str, registry: str, location: str, revision: str, docker: Docker
+    image: str, registry: str, location: str, revision: str, docker: Docker, repo_root: Path
 ):
     ids = {
         ref: json.loads(docker("image", "inspect", ref).stdout)[0]["Id"]
@@ -257,6 +258,12 @@ def test_image_builds_tagged_with_the_commit_and_latest(
     labels = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Labels"]
     assert labels["org.opencontainers.image.revision"] == revision
     assert labels["org.opencontainers.image.title"] == location
+    assert labels["io.dagster.code-location"] == location
+    with (repo_root / "locations" / location / "pyproject.toml").open("rb") as f:
+        pyproject = tomllib.load(f)
+    module = pyproject["tool"]["dg"]["project"]["root_module"]
+    assert labels["io.dagster.module"] == f"{module}.definitions"
+    assert labels["org.opencontainers.image.description"] == pyproject["project"]["description"]
 
 
 def test_default_command_is_the_helm_command_as_a_non_root_user(
@@ -272,6 +279,12 @@ def test_default_command_is_the_helm_command_as_a_non_root_user(
     assert env["PATH"].startswith("/app/.venv/bin:")
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["HOME"].startswith(TMP)
+    # Everything the tools write goes to the only writable place (the same in every image).
+    for variable in ("TMPDIR", "MPLCONFIGDIR", "DBT_TARGET_PATH", "DBT_LOG_PATH"):
+        assert env[variable].startswith(TMP), variable
+    assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "false"
+    # The platform's dbt profile target for deployments, unless the deployment sets another.
+    assert env["DBT_TARGET"] == "prod"
     assert f"{helm_command[helm_command.index('-p') + 1]}/tcp" in config["ExposedPorts"]
 
 
