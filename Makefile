@@ -83,6 +83,16 @@ lint: setup $(ACTIONLINT) $(ZIZMOR) $(SHELLCHECK) ## ruff; workflows (schema, ac
 .PHONY: ci
 ci: $(CI_TOOLS) lint lint-charts test $(CI_SLOW) ## What CI runs (.ci/run): tools, lint, tests, then the slow layers
 
+.PHONY: new-location
+new-location: setup ## Scaffold a team's code location: make new-location NAME=<name> TEAM=<team>
+	@test -n "$(NAME)" && test -n "$(TEAM)" \
+		|| { echo "usage: make new-location NAME=<name> TEAM=<team> (docs/adding-a-location.md)"; exit 2; }
+	@$(UV) run --frozen python -m platform_devkit.scaffold "$$NAME" "$$TEAM"
+	@echo "==> uv lock: the new package joins the workspace's lock"
+	@$(UV) lock --quiet
+	@$(UV) sync --frozen --all-packages --quiet
+	@echo "==> done: make test runs its test, make run and make dev load it (docs/adding-a-location.md)"
+
 .PHONY: codeowners
 codeowners: ## Write .github/CODEOWNERS from the locations' declarations ([tool.platform] owners)
 	@python3 infra/devkit/src/platform_devkit/locations.py codeowners > .github/CODEOWNERS

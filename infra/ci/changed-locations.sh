@@ -6,7 +6,9 @@
 set -euo pipefail
 
 base="${1:-}"
-mapfile -t all < <(sed -n 's|^path = "locations/\(.*\)"|\1|p' dg.toml)
+# The locations in dg.toml order, their declarations checked.
+names="$(python3 infra/devkit/src/platform_devkit/locations.py names)"
+read -r -a all <<< "$names"
 
 emit() {
   local IFS=,

@@ -39,6 +39,7 @@ RESERVED_ROLES = frozenset({"dagster", "postgres"})
 RANDOM = "random"
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+TEAM = re.compile(r"^[a-z][a-z0-9_-]*$")
 SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 OWNER = re.compile(r"^@[A-Za-z0-9-]+(/[A-Za-z0-9._-]+)?$")
@@ -170,7 +171,7 @@ def _location(folder: Path, root: Path) -> Location:
     if unknown:
         raise _fail(path, root, f"[tool.platform] has unknown keys {sorted(unknown)}")
     team = declared.get("team")
-    if not isinstance(team, str) or not IDENTIFIER.match(team):
+    if not isinstance(team, str) or not TEAM.match(team):
         raise _fail(path, root, "[tool.platform] team must be a lower-case name (team:<team>)")
     owners = _strings(
         declared.get("owners", [f"@{GITHUB_ORG}/{team}"]), "owners", path, root, OWNER

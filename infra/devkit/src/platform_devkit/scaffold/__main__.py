@@ -1,0 +1,5 @@
+import sys
+
+from platform_devkit.scaffold import main
+
+sys.exit(main(sys.argv[1:]))
