@@ -134,7 +134,7 @@ def test_the_system_and_every_location_wait_and_roll_back_the_platform_is_gated_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["deploy-location", "LOCATION=marketing", "TAG=x"], "LOCATION='marketing' is not a code"),
+        (["deploy-location", "LOCATION=nosuch", "TAG=x"], "LOCATION='nosuch' is not a code"),
         (["deploy-location", "TAG=x"], "LOCATION is empty"),
         (["deploy", "TAG="], "TAG is empty"),
         (["deploy", "TAG=a b"], "TAG='a b' is not a valid image tag"),

@@ -133,7 +133,7 @@ def test_the_cluster_is_created_then_every_image_loaded_before_anything_is_insta
     assert kind[1][kind[1].index("--config") + 1] == "infra/kind/cluster.yaml"
     assert [c[:5] for c in kind[2:]] == [
         ["kind", "load", "docker-image", "--name", "data-platform"]
-    ] * 3
+    ] * len(LOCATIONS)
     assert [c[-1] for c in kind[2:]] == [f"data-platform/{loc.name}:{TAG}" for loc in LOCATIONS]
     assert max(i for i, c in enumerate(calls) if c[0] == "kind") < first_install
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import chartkit
 import pytest
 
+from platform_devkit import locations
 from platform_devkit.testing import stand_in
 
 pytestmark = pytest.mark.helm
@@ -152,7 +153,9 @@ def test_first_run_creates_every_secret_with_random_passwords_and_prints_none(cl
         for k, v in data.items()
         if "PASSWORD" in k or k.endswith("-password")
     ]
-    assert len(passwords) == len(set(passwords)) == 7  # every role, the admin and Dagster
+    # Every warehouse role's, the shop reader's, the admin's and Dagster's.
+    roles = locations.warehouse_roles(locations.load())
+    assert len(passwords) == len(set(passwords)) == len(roles) + 3
     assert all(len(p) == 48 and set(p) <= set("0123456789abcdef") for p in passwords)
     assert created["ingestion-credentials"]["INGESTION_WAREHOUSE_USER"] == "ingestion"
     assert created["ingestion-credentials"]["SHOP_DB_USER"] == "shop_reader"

@@ -33,8 +33,9 @@ def edit(root: Path, location: str, old: str, new: str) -> None:
 def test_the_repository_declares_every_location_in_dg_toml_order():
     found = locations.load()
 
-    assert [loc.name for loc in found] == ["ingestion", "transformation", "exports"]
-    assert [loc.team for loc in found] == ["ingestion", "analytics", "bi"]
+    # The product's three first; a team's own locations (make new-location) come after them.
+    assert [loc.name for loc in found][:3] == ["ingestion", "transformation", "exports"]
+    assert [loc.team for loc in found][:3] == ["ingestion", "analytics", "bi"]
     assert [r.name for r in locations.warehouse_roles(found)][-1] == "bi_reader"
 
 
@@ -123,7 +124,7 @@ def test_the_command_line_prints_what_scripts_need():
         return subprocess.run(["python3", str(script), *args], capture_output=True, text=True,
                               check=False)  # fmt: skip
 
-    assert run("names").stdout.split() == ["ingestion", "transformation", "exports"]
+    assert run("names").stdout.split()[:3] == ["ingestion", "transformation", "exports"]
     assert (
         run("secrets")
         .stdout.splitlines()[0]
