@@ -5,7 +5,6 @@ charts from the configured chart repository, where it answers) and `dg check def
 layer (tests/images) builds it where Docker runs."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from platform_devkit import locations
 from platform_devkit.scaffold import ScaffoldError, check_name
+from platform_devkit.testing import copy_repository
 
 pytestmark = pytest.mark.slow
 
@@ -28,34 +28,12 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
     )  # fmt: skip
 
 
-def copy_repository(target: Path) -> Path:
-    """The committed files (symlinks as links), the workspace venv linked, the prepared dbt
-    state copied (so nothing re-parses), committed as one commit to measure changes against."""
-    names = run(["git", "ls-files", "-z"], REPO).stdout.split("\0")
-    for name in filter(None, names):
-        source, copy = REPO / name, target / name
-        if not source.exists() and not source.is_symlink():
-            continue  # deleted in the working tree
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            copy.symlink_to(os.readlink(source))
-        else:
-            shutil.copy2(source, copy)
-    (target / ".venv").symlink_to(REPO / ".venv")
-    for state in REPO.glob("locations/*/src/*/defs/.local_defs_state"):
-        shutil.copytree(state, target / state.relative_to(REPO), symlinks=True)
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "copy"]):
-        git = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", *args]
-        assert run(git, target).returncode == 0
-    return target
-
-
 @pytest.fixture(scope="module")
 def scaffolded(tmp_path_factory) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
     """The copy after `python -m platform_devkit.scaffold marketing growth` (what
     `make new-location` runs before `uv lock`), and the environment that makes Python import
     the copy's sources, devkit included, before the installed ones."""
-    root = copy_repository(tmp_path_factory.mktemp("new-location") / "repo")
+    root = copy_repository(REPO, tmp_path_factory.mktemp("new-location") / "repo")
     sources = [root / "infra" / "devkit" / "src", root / "locations" / NAME / "src"]
     sources += [root / p / "src" for p in locations.workspace_paths(REPO)]
     env = {"PYTHONPATH": os.pathsep.join(map(str, sources)), "DAGSTER_DISABLE_TELEMETRY": "1"}

@@ -1,8 +1,11 @@
 """infra/sql/bootstrap.sql on a real server: idempotent, and least privilege for every role."""
 
+import dataclasses
+
 import psycopg2
 import pytest
 
+from platform_devkit import locations
 from platform_devkit.bootstrap import bootstrap
 
 pytestmark = pytest.mark.integration
@@ -141,3 +144,48 @@ def test_the_shop_reader_connects_to_the_shop_only(platform_env):
 def test_ingestion_may_not_create_temporary_tables_in_the_warehouse(platform_env):
     with platform_env.connect_as("ingestion") as conn:
         assert attempt(conn, "CREATE TEMPORARY TABLE scratch (id int)") == "denied:42501"
+
+
+DECLARED_ROLES = locations.warehouse_roles(locations.load())
+OWNER_OF = {schema: role.name for role in DECLARED_ROLES for schema in role.writes}
+
+
+@pytest.mark.parametrize("role", DECLARED_ROLES, ids=lambda role: role.name)
+def test_every_declared_role_writes_and_reads_exactly_what_its_declaration_says(platform_env, role):
+    """The whole privilege matrix from the declarations, for every role a location declares
+    (a team's own location from `make new-location` included)."""
+    for schema, owner in OWNER_OF.items():
+        with platform_env.connect_as(owner) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE {schema}.probe AS SELECT 1 AS id")
+    conn = platform_env.connect_as(role.name)
+
+    for schema in [*OWNER_OF, "public"]:
+        writes = "ok" if schema in role.writes else "denied:42501"
+        reads = "ok" if schema in (*role.writes, *role.reads) else "denied:42501"
+        assert attempt(conn, f"CREATE TABLE {schema}.mine (id int)") == writes, (role, schema)
+        if schema != "public":
+            assert attempt(conn, f"SELECT * FROM {schema}.probe") == reads, (role, schema)
+    temporary = "ok" if role.temporary_tables else "denied:42501"
+    assert attempt(conn, "CREATE TEMPORARY TABLE scratch (id int)") == temporary
+
+
+def test_a_read_the_declaration_no_longer_lists_is_revoked_and_nothing_is_dropped(platform_env):
+    with platform_env.connect_as("transformation") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE marts.daily_revenue AS SELECT 1 AS day")
+    found = locations.load()
+    exports = next(loc for loc in found if loc.name == "exports")
+    narrowed = dataclasses.replace(exports, role=dataclasses.replace(exports.role, reads=()))
+
+    bootstrap(platform_env.env, [narrowed if loc is exports else loc for loc in found])
+
+    conn = platform_env.connect_as("exports")
+    assert attempt(conn, "SELECT * FROM marts.daily_revenue") == "denied:42501"
+    with platform_env.connect_as("transformation") as owner, owner.cursor() as cur:
+        cur.execute("CREATE TABLE marts.later AS SELECT 1 AS day")
+    assert attempt(conn, "SELECT * FROM marts.later") == "denied:42501"  # no default grant left
+    assert platform_env.query("SELECT count(*) FROM marts.daily_revenue")[0][0] == 1
+
+    bootstrap(platform_env.env)
+
+    assert attempt(conn, "SELECT * FROM marts.daily_revenue") == "ok"
+    assert attempt(conn, "SELECT * FROM marts.later") == "ok"

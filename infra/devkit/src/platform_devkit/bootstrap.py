@@ -20,9 +20,10 @@ def psql_path() -> str:
     return os.environ.get("PSQL") or str(pg_bin("psql"))
 
 
-def bootstrap(env: Mapping[str, str]) -> str:
-    """Create databases, roles, schemas and grants (idempotent). Returns psql's summary line."""
-    script = locations.bootstrap_script(locations.load(REPO_ROOT))
+def bootstrap(env: Mapping[str, str], found: list[locations.Location] | None = None) -> str:
+    """Create databases, roles, schemas and grants (idempotent) for the declared locations
+    (`found`: others, e.g. in a test). Returns psql's summary line."""
+    script = locations.bootstrap_script(found if found is not None else locations.load(REPO_ROOT))
     result = subprocess.run(
         [psql_path(), "-X", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-"],
         input=script,

@@ -2,13 +2,44 @@
 and put stand-ins for outside tools (a cluster's kubectl, kind) on a PATH."""
 
 import os
+import shutil
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+
+
+def copy_repository(source: Path, target: Path) -> Path:
+    """A copy of `source`'s committed files (symlinks as links, working-tree contents), the
+    workspace venv linked and the prepared defs states copied (so nothing re-parses dbt),
+    committed as one commit of its own, so a test can measure what a command changes."""
+
+    def git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-c", "user.email=test@example.invalid", "-c", "user.name=test", *args],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+
+    for name in filter(None, git("ls-files", "-z", cwd=source).stdout.split("\0")):
+        original, copy = source / name, target / name
+        if not original.exists() and not original.is_symlink():
+            continue  # deleted in the working tree, not yet committed
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if original.is_symlink():
+            copy.symlink_to(os.readlink(original))
+        else:
+            shutil.copy2(original, copy)
+    (target / ".venv").symlink_to(source / ".venv")
+    for state in source.glob("locations/*/src/*/defs/.local_defs_state"):
+        shutil.copytree(state, target / state.relative_to(source), symlinks=True)
+    git("init", "-q", cwd=target)
+    git("add", "-A", cwd=target)
+    git("commit", "-q", "-m", "copy", cwd=target)
+    return target
 
 
 def stand_in(bin_dir: Path, name: str, source: str) -> Path:
