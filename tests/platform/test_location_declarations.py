@@ -134,3 +134,15 @@ def test_the_command_line_prints_what_scripts_need():
     )
     assert run("bootstrap").stdout.startswith("-- Generated")
     assert run("nonsense").returncode == 2
+
+
+def test_a_location_listed_without_its_folder_is_named_with_the_places_that_refer_to_it(
+    tmp_path,
+):
+    root = copy_declarations(tmp_path)
+    shutil.rmtree(root / "locations" / "exports")
+
+    with pytest.raises(locations.DeclarationError, match="does not exist") as error:
+        locations.load(root)
+
+    assert "still referred to by dg.toml:" in str(error.value)

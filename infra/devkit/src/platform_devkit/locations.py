@@ -149,7 +149,11 @@ def _strings(value: object, what: str, path: Path, root: Path, pattern: re.Patte
 def _location(folder: Path, root: Path) -> Location:
     path = folder / "pyproject.toml"
     if not path.is_file():
-        raise _fail(path, root, "does not exist (every location in dg.toml needs its package)")
+        places = references(folder.name, root)
+        still = "; still referred to by " + ", ".join(places) if places else ""
+        raise _fail(
+            path, root, f"does not exist (every location in dg.toml needs its package){still}"
+        )
     pyproject = tomllib.loads(path.read_text())
     name = pyproject.get("project", {}).get("name", "")
     if name != folder.name:

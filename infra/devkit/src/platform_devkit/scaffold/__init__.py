@@ -55,7 +55,10 @@ def check_name(name: str, team: str, root: Path = locations.REPO_ROOT) -> None:
         )
     found = locations.load(root)
     if (root / "locations" / name).exists() or name in {loc.name for loc in found}:
-        raise ScaffoldError(f"NAME={name!r}: locations/{name} exists already")
+        raise ScaffoldError(
+            f"NAME={name!r}: locations/{name} exists already (a failed earlier run leaves it: "
+            "remove the folder and its dg.toml line to start again)"
+        )
     taken = {schema: loc.name for loc in found for schema in loc.role.writes}
     if name in taken:
         raise ScaffoldError(f"NAME={name!r}: the schema {name} belongs to {taken[name]}")
