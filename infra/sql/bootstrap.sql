@@ -65,14 +65,23 @@ WHERE datname IN ('postgres', 'template1')
   AND ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
        OR pg_has_role(current_user, datdba, 'USAGE')) \gexec
 
+-- As the Dagster role, which owns its database: a managed server's admin holds that role
+-- without inheriting its rights (membership above), a superuser may act as anyone.
+SET ROLE :"dagster_user";
 REVOKE ALL ON DATABASE :"dagster_db" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE :"dagster_db" TO :"dagster_user";
+-- A non-superuser admin keeps CONNECT, which the next statements and the next run need.
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'dagster_db', session_user)
+WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) \gexec
+RESET ROLE;
 -- Team roles get CONNECT (and TEMPORARY where declared) in role.sql.
 REVOKE ALL ON DATABASE :"warehouse_db" FROM PUBLIC;
 
 -- Dagster's storage lives in the public schema of its own database, owned by its role.
 \connect :"dagster_db"
+SET ROLE :"dagster_user";
 ALTER SCHEMA public OWNER TO :"dagster_user";
+RESET ROLE;
 
 \connect :"warehouse_db"
 -- Nobody creates objects in public; every team writes only to the schemas it owns (role.sql).

@@ -58,26 +58,33 @@ SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', s, :'role_user'
 FROM unnest(string_to_array(NULLIF(:'writes', ''), ',')) AS s \gexec
 
 -- Read schemas: usage, the tables there now, and (default privileges of the schema's owner)
--- every table it creates later, e.g. what dlt or dbt (re)builds.
+-- every table it creates later, e.g. what dlt or dbt (re)builds. Granted as the schema's owner
+-- (SET ROLE): a managed server's admin holds the team roles without inheriting their rights.
 SELECT format('DO $$BEGIN RAISE EXCEPTION %L; END$$',
               format('bootstrap: schema %s, which %s reads, does not exist', s, :'role_name'))
 FROM unnest(string_to_array(NULLIF(:'reads', ''), ',')) AS s
 WHERE NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = s) \gexec
-SELECT format('GRANT USAGE ON SCHEMA %I TO %I', n.nspname, :'role_user'),
+SELECT format('SET ROLE %I', pg_get_userbyid(n.nspowner)),
+       format('GRANT USAGE ON SCHEMA %I TO %I', n.nspname, :'role_user'),
        format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', n.nspname, :'role_user'),
-       format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I GRANT SELECT ON TABLES TO %I',
-              pg_get_userbyid(n.nspowner), n.nspname, :'role_user')
+       format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT ON TABLES TO %I',
+              n.nspname, :'role_user'),
+       'RESET ROLE'
 FROM unnest(string_to_array(NULLIF(:'reads', ''), ',')) AS s
 JOIN pg_namespace AS n ON n.nspname = s \gexec
 
--- Schemas the declaration no longer reads: their grants go, so the declaration stays the whole
--- truth about this role.
-SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM %I', n.nspname, :'role_user'),
-       format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I REVOKE ALL ON TABLES FROM %I',
-              pg_get_userbyid(n.nspowner), n.nspname, :'role_user'),
-       format('REVOKE ALL ON SCHEMA %I FROM %I', n.nspname, :'role_user')
+-- Schemas the declaration no longer reads, among those where this role holds a grant of its
+-- own: their grants go, so the declaration stays the whole truth about this role.
+SELECT format('SET ROLE %I', pg_get_userbyid(n.nspowner)),
+       format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM %I', n.nspname, :'role_user'),
+       format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I REVOKE ALL ON TABLES FROM %I',
+              n.nspname, :'role_user'),
+       format('REVOKE ALL ON SCHEMA %I FROM %I', n.nspname, :'role_user'),
+       'RESET ROLE'
 FROM pg_namespace AS n
 WHERE n.nspname !~ '^pg_' AND n.nspname NOT IN ('information_schema', 'public')
   AND n.nspowner <> (SELECT oid FROM pg_roles WHERE rolname = :'role_user')
   AND n.nspname <> ALL (string_to_array(:'reads', ','))
-  AND has_schema_privilege(:'role_user', n.oid, 'USAGE') \gexec
+  AND pg_has_role(current_user, n.nspowner, 'SET')
+  AND EXISTS (SELECT FROM aclexplode(n.nspacl) AS a
+              WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = :'role_user')) \gexec

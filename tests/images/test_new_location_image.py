@@ -19,7 +19,13 @@ from platform_devkit.testing import copy_repository
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
-NAME, TEAM = "marketing", "growth"
+# The example name, or the next free one when a team has taken it.
+NAME = next(
+    name
+    for name in ("marketing", *(f"marketing{i}" for i in range(2, 100)))
+    if not (Path(__file__).resolve().parents[2] / "locations" / name).exists()
+)
+TEAM = "growth"
 IMAGE = f"scaffold-test/{NAME}:{uuid.uuid4().hex[:8]}"
 # The only writable place, as in the pod (an emptyDir there).
 TMPFS = "/tmp:rw,size=256m"  # noqa: S108 (inside the container)

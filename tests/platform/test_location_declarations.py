@@ -74,6 +74,22 @@ def test_every_location_folder_is_in_the_workspace_and_every_entry_has_a_folder(
         ("exports", "[tool.platform.readers.bi_reader]", '[tool.platform.secret_keys]\n'
          'SHOP_DB_USER = "x"\n[tool.platform.readers.bi_reader]',
          "variable SHOP_DB_USER is ingestion's too"),
+        ("exports", 'team = "bi"', 'team = "bi"\nsecret = "dagster-postgresql-secret"',
+         "secret 'dagster-postgresql-secret' is the platform's"),
+        ("exports", 'reads = ["bi"]', 'reads = ["bi"]\nsecret = "platform-postgres-admin"',
+         "readers.bi_reader secret 'platform-postgres-admin' is the platform's"),
+        ("exports", 'reads = ["bi"]', 'read = ["bi"]', "readers.bi_reader has unknown keys"),
+        ("exports", "[tool.platform.readers.bi_reader]", "[tool.platform.readers.shop_reader]",
+         "role 'shop_reader' is taken by the platform"),
+        ("exports", 'environment = ["EXPORTS_URL"]',
+         'environment = ["EXPORTS_URL", "INGESTION_WAREHOUSE_PASSWORD"]',
+         "environment lists Secret keys ['INGESTION_WAREHOUSE_PASSWORD']"),
+        ("ingestion", 'SHOP_DB_PASSWORD = "random"', 'SHOP_DB_PASSWORD = "random"\n'
+         'WAREHOUSE_HOST = "x"', "WAREHOUSE_HOST is set by the platform"),
+        ("ingestion", 'SHOP_DB_PASSWORD = "random"', 'SHOP_DB_PASSWORD = "two words"',
+         "no white space or quotes"),
+        ("exports", 'writes = ["bi"]', 'writes = ["bi\\n"]', "writes: ['bi\\n']"),
+        ("exports", 'writes = ["bi"]', f'writes = ["{"b" * 64}"]', "writes: ['bbbb"),
     ],
 )  # fmt: skip
 def test_a_wrong_declaration_is_refused_naming_its_file(tmp_path, location, old, new, message):

@@ -18,7 +18,13 @@ from platform_devkit.testing import copy_repository
 pytestmark = pytest.mark.slow
 
 REPO = locations.REPO_ROOT
-NAME, TEAM = "marketing", "growth"
+# The example name, or the next free one when a team has taken it.
+NAME = next(
+    name
+    for name in ("marketing", *(f"marketing{i}" for i in range(2, 100)))
+    if not (Path(__file__).resolve().parents[2] / "locations" / name).exists()
+)
+TEAM = "growth"
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900):
@@ -117,7 +123,8 @@ def test_the_derived_places_name_it(scaffolded):
     bootstrap = run([sys.executable, str(script), "bootstrap"], root, env).stdout
 
     assert names[-1] == NAME
-    assert f"{NAME}-credentials MARKETING_WAREHOUSE_USER MARKETING_WAREHOUSE_PASSWORD" in secrets
+    prefix = NAME.upper()
+    assert f"{NAME}-credentials {prefix}_WAREHOUSE_USER {prefix}_WAREHOUSE_PASSWORD" in secrets
     assert f"\\set role_name {NAME}\n" in bootstrap
     assert f"\\set writes '{NAME}'\n" in bootstrap
 

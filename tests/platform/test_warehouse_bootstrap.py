@@ -189,3 +189,52 @@ def test_a_read_the_declaration_no_longer_lists_is_revoked_and_nothing_is_droppe
 
     assert attempt(conn, "SELECT * FROM marts.daily_revenue") == "ok"
     assert attempt(conn, "SELECT * FROM marts.later") == "ok"
+
+
+def test_a_managed_servers_admin_without_superuser_rights_bootstraps_it_twice(platform_env):
+    """As on a managed server (RDS, Cloud SQL, Azure): the admin may create roles and
+    databases but is no superuser. Everything gets its own names here, so the platform's
+    objects of this server are left alone."""
+    suffix = "_managed"
+    roles = [*locations.warehouse_roles(locations.load())]
+    env = {
+        **platform_env.env,
+        "PGUSER": f"admin{suffix}",
+        "PGPASSWORD": "admin-password",
+        "DAGSTER_PG_DB": f"dagster{suffix}",
+        "DAGSTER_PG_USER": f"dagster{suffix}",
+        "WAREHOUSE_DB": f"warehouse{suffix}",
+        **{role.user_var: f"{role.name}{suffix}" for role in roles},
+    }
+    names = [env["PGUSER"], env["DAGSTER_PG_USER"], *(f"{r.name}{suffix}" for r in roles)]
+    superuser = platform_env.admin_connect()
+    superuser.cursor().execute(
+        f"CREATE ROLE {env['PGUSER']} LOGIN CREATEROLE CREATEDB PASSWORD %s;"
+        f"GRANT CONNECT ON DATABASE postgres TO {env['PGUSER']}",  # as the provider does
+        (env["PGPASSWORD"],),
+    )
+    try:
+        bootstrap(env)
+        bootstrap(env)
+
+        def connect(role: str) -> psycopg2.extensions.connection:
+            spec = next(r for r in roles if r.name == role)
+            conn = psycopg2.connect(
+                host=env["WAREHOUSE_HOST"], port=env["WAREHOUSE_PORT"], user=env[spec.user_var],
+                password=env[spec.password_var], dbname=env["WAREHOUSE_DB"],
+            )  # fmt: skip
+            conn.autocommit = True
+            return conn
+
+        connect("ingestion").cursor().execute("CREATE TABLE raw.orders AS SELECT 1 AS id")
+        reader = connect("transformation")
+        assert attempt(reader, "SELECT * FROM raw.orders") == "ok"
+        assert attempt(reader, "CREATE TABLE raw.intruder (id int)") == "denied:42501"
+        assert attempt(connect("bi_reader"), "SELECT * FROM raw.orders") == "denied:42501"
+    finally:
+        cur = superuser.cursor()
+        for database in (env["WAREHOUSE_DB"], env["DAGSTER_PG_DB"]):
+            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for name in reversed(names):
+            cur.execute(f"DROP OWNED BY {name}; DROP ROLE {name}")
+        superuser.close()

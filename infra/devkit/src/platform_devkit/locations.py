@@ -33,16 +33,26 @@ CODEOWNERS = Path(".github") / "CODEOWNERS"
 
 # Schemas no location may declare: PostgreSQL's own, and `public`, which the bootstrap closes.
 RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
-# The Dagster storage role and the server's administrator belong to the platform.
-RESERVED_ROLES = frozenset({"dagster", "postgres"})
+# The Dagster storage role, the server's administrator and the demo shop's reader belong to the
+# platform; PostgreSQL refuses role names starting with pg_.
+RESERVED_ROLES = frozenset({"dagster", "postgres", "shop_reader"})
+# The platform's own Secrets (charts/platform values.yaml `secrets`, infra/kind/secrets.sh).
+RESERVED_SECRETS = frozenset({"platform-postgres-admin", "dagster-postgresql-secret"})
+# Variables the platform sets for every server: no Secret key may take them.
+SHARED_PREFIXES = ("WAREHOUSE_", "DAGSTER_", "PG")
+# PostgreSQL truncates identifiers past 63 bytes.
+MAX_IDENTIFIER = 63
 # A generated password in a Secret's dev/kind default (infra/kind/secrets.sh).
 RANDOM = "random"
 
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
-TEAM = re.compile(r"^[a-z][a-z0-9_-]*$")
-SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-OWNER = re.compile(r"^@[A-Za-z0-9-]+(/[A-Za-z0-9._-]+)?$")
+IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# A GitHub team slug that is also a Kubernetes label value (the pods' `team` label).
+TEAM = re.compile(r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?")
+# Secret values kind/dev puts in a Secret: no white space or quotes (secrets.sh splits on them).
+SECRET_VALUE = re.compile(r"[A-Za-z0-9_.@:/+-]*")
+SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*")
+OWNER = re.compile(r"@[A-Za-z0-9-]+(/[A-Za-z0-9._-]+)?")
 
 DECLARATION_KEYS = frozenset({
     "team", "owners", "writes", "reads", "temporary_tables", "secret", "secret_keys",
@@ -138,7 +148,7 @@ def _fail(path: Path, root: Path, message: str) -> DeclarationError:
 def _strings(value: object, what: str, path: Path, root: Path, pattern: re.Pattern[str]):
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _fail(path, root, f"[tool.platform] {what} must be a list of strings")
-    bad = [v for v in value if not pattern.match(v)]
+    bad = [v for v in value if not pattern.fullmatch(v)]
     if bad:
         raise _fail(path, root, f"[tool.platform] {what}: {bad} (expected {pattern.pattern})")
     if len(set(value)) != len(value):
@@ -158,6 +168,8 @@ def _location(folder: Path, root: Path) -> Location:
     name = pyproject.get("project", {}).get("name", "")
     if name != folder.name:
         raise _fail(path, root, f"[project] name is {name!r}; it must be the folder's name")
+    if not IDENTIFIER.fullmatch(name):
+        raise _fail(path, root, f"the location name {name!r} is not a lower-case identifier")
     root_module = pyproject.get("tool", {}).get("dg", {}).get("project", {}).get("root_module")
     if not root_module:
         raise _fail(path, root, "has no [tool.dg.project] root_module")
@@ -175,7 +187,7 @@ def _location(folder: Path, root: Path) -> Location:
     if unknown:
         raise _fail(path, root, f"[tool.platform] has unknown keys {sorted(unknown)}")
     team = declared.get("team")
-    if not isinstance(team, str) or not TEAM.match(team):
+    if not isinstance(team, str) or not TEAM.fullmatch(team):
         raise _fail(path, root, "[tool.platform] team must be a lower-case name (team:<team>)")
     owners = _strings(
         declared.get("owners", [f"@{GITHUB_ORG}/{team}"]), "owners", path, root, OWNER
@@ -195,27 +207,44 @@ def _location(folder: Path, root: Path) -> Location:
     if not isinstance(temporary, bool):
         raise _fail(path, root, "[tool.platform] temporary_tables must be true or false")
     secret = declared.get("secret", f"{name}-credentials")
-    if not isinstance(secret, str) or not SECRET_NAME.match(secret):
+    if not isinstance(secret, str) or not SECRET_NAME.fullmatch(secret):
         raise _fail(path, root, f"[tool.platform] secret {secret!r} is not a Secret name")
+    if secret in RESERVED_SECRETS:
+        raise _fail(path, root, f"[tool.platform] secret {secret!r} is the platform's")
     secret_keys = declared.get("secret_keys", {})
     if not isinstance(secret_keys, dict) or not all(
-        isinstance(k, str) and VARIABLE.match(k) and isinstance(v, str)
+        isinstance(k, str)
+        and VARIABLE.fullmatch(k)
+        and isinstance(v, str)
+        and SECRET_VALUE.fullmatch(v)
         for k, v in secret_keys.items()
     ):
         raise _fail(
-            path, root, "[tool.platform.secret_keys] maps VARIABLE names to their dev defaults"
-        )
+            path, root, "[tool.platform.secret_keys] maps VARIABLE names to their dev defaults "
+            "(no white space or quotes)",
+        )  # fmt: skip
+    for key in secret_keys:
+        if key.startswith(SHARED_PREFIXES) or key.endswith(("_WAREHOUSE_USER",
+                                                            "_WAREHOUSE_PASSWORD")):  # fmt: skip
+            raise _fail(path, root, f"[tool.platform.secret_keys] {key} is set by the platform")
     environment = _strings(declared.get("environment", []), "environment", path, root, VARIABLE)
     readers = []
     for reader, spec in declared.get("readers", {}).items():
-        if not IDENTIFIER.match(reader) or not isinstance(spec, dict):
+        if not IDENTIFIER.fullmatch(reader) or not isinstance(spec, dict):
             raise _fail(path, root, f"[tool.platform.readers.{reader}] is not a role table")
+        if set(spec) - {"reads", "secret"}:
+            unknown_keys = sorted(set(spec) - {"reads", "secret"})
+            raise _fail(path, root, f"readers.{reader} has unknown keys {unknown_keys}")
+        reader_secret = spec.get("secret", f"{reader.replace('_', '-')}-credentials")
+        if not isinstance(reader_secret, str) or not SECRET_NAME.fullmatch(reader_secret):
+            raise _fail(path, root, f"readers.{reader} secret {reader_secret!r} is not a name")
+        if reader_secret in RESERVED_SECRETS:
+            raise _fail(path, root, f"readers.{reader} secret {reader_secret!r} is the platform's")
         reader_reads = _strings(spec.get("reads", []), f"readers.{reader}.reads", path, root,
                                 IDENTIFIER)  # fmt: skip
         if not set(reader_reads) <= set(writes):
             raise _fail(path, root, f"readers.{reader} may read only this location's schemas")
-        readers.append(Role(reader, spec.get("secret", f"{reader.replace('_', '-')}-credentials"),
-                            reads=reader_reads))  # fmt: skip
+        readers.append(Role(reader, reader_secret, reads=reader_reads))
     role = WarehouseRole(name, secret, writes, reads, temporary)
     return Location(
         name, folder, root_module, team, owners, role, dict(secret_keys), environment,
@@ -256,13 +285,19 @@ def check(found: list[Location], root: Path = REPO_ROOT) -> None:
                 raise _fail(declaration, root, f"writes {schema!r}, owned by {writers[schema]}")
             writers[schema] = loc.name
         for role in (loc.role, *loc.readers):
-            if role.name in RESERVED_ROLES or role.name in roles:
+            if role.name in RESERVED_ROLES or role.name.startswith("pg_") or role.name in roles:
                 owner = roles.get(role.name, "the platform")
                 raise _fail(declaration, root, f"role {role.name!r} is taken by {owner}")
             roles[role.name] = loc.name
             if role.secret in secrets:
                 raise _fail(declaration, root, f"Secret {role.secret} is {secrets[role.secret]}'s")
             secrets[role.secret] = loc.name
+        secret_vars = {v for o in found for v in o.secret_defaults()} | {
+            v for o in found for r in o.readers for v in (r.user_var, r.password_var)
+        }
+        leaked = sorted(set(loc.environment) & secret_vars)
+        if leaked:
+            raise _fail(declaration, root, f"environment lists Secret keys {leaked}")
         for var in (*loc.secret_defaults(), *(v for r in loc.readers for v in
                                                (r.user_var, r.password_var))):  # fmt: skip
             if var in variables:

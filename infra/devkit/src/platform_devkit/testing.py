@@ -14,7 +14,8 @@ import dagster as dg
 
 
 def copy_repository(source: Path, target: Path) -> Path:
-    """A copy of `source`'s committed files (symlinks as links, working-tree contents), the
+    """A copy of `source`'s files that git tracks or would (symlinks as links, working-tree
+    contents; git-ignored files left out), the
     workspace venv linked and the prepared defs states copied (so nothing re-parses dbt),
     committed as one commit of its own, so a test can measure what a command changes."""
 
@@ -24,7 +25,8 @@ def copy_repository(source: Path, target: Path) -> Path:
             cwd=cwd, capture_output=True, text=True, check=True,
         )  # fmt: skip
 
-    for name in filter(None, git("ls-files", "-z", cwd=source).stdout.split("\0")):
+    listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=source)
+    for name in filter(None, listed.stdout.split("\0")):
         original, copy = source / name, target / name
         if not original.exists() and not original.is_symlink():
             continue  # deleted in the working tree, not yet committed

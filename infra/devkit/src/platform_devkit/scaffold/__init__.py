@@ -13,6 +13,7 @@ from the declarations. The image needs no file: locations build from the shared 
 import importlib.util
 import keyword
 import re
+import shutil
 import string
 import sys
 import tomllib
@@ -23,10 +24,13 @@ from platform_devkit import locations
 TEMPLATE = Path(__file__).parent / "template"
 # The name is the Python package, the dg project, the Helm release and its Service, the Secret's
 # prefix, the warehouse role and schema: lower-case letters and digits fit them all.
-NAME = re.compile(r"^[a-z][a-z0-9]{1,29}$")
+NAME = re.compile(r"[a-z][a-z0-9]{1,29}")
 # Names a location must not take: they mean something else to the platform or to Dagster.
+# YAML 1.1 reads the last line's words as booleans and null (a release named `yes` would be
+# `true` to Helm).
 RESERVED_NAMES = frozenset({"dagster", "platform", "postgres", "warehouse", "shop", "test",
-                            "tests", "src", "reports"})  # fmt: skip
+                            "tests", "src", "reports",
+                            "yes", "no", "on", "off", "true", "false", "null"})  # fmt: skip
 WORKSPACE_END = "]\n"
 
 
@@ -41,14 +45,14 @@ def _package_versions(root: Path) -> dict[str, str]:
 
 def check_name(name: str, team: str, root: Path = locations.REPO_ROOT) -> None:
     """Refuse what cannot be a new location, with the reason."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise ScaffoldError(
             f"NAME={name!r}: use 2 to 30 lower-case letters and digits, starting with a letter "
             "(it is the Python package, the Helm release, the warehouse schema and role)"
         )
     if keyword.iskeyword(name) or name in RESERVED_NAMES:
         raise ScaffoldError(f"NAME={name!r} is reserved; choose another name")
-    if not team or not locations.TEAM.match(team):
+    if not team or not locations.TEAM.fullmatch(team):
         raise ScaffoldError(
             f"TEAM={team!r}: the owning team's GitHub team slug (lower-case letters, digits, "
             "- and _), e.g. TEAM=growth"
@@ -109,10 +113,20 @@ def add_to_workspace(name: str, root: Path = locations.REPO_ROOT) -> None:
 
 
 def new_location(name: str, team: str, root: Path = locations.REPO_ROOT) -> list[Path]:
+    """Check, write, and check the result together with every other declaration; on any
+    failure, nothing is left behind (the folder removed, dg.toml and CODEOWNERS restored)."""
     check_name(name, team, root)
-    written = render(name, team, root)
-    add_to_workspace(name, root)
-    (root / locations.CODEOWNERS).write_text(locations.codeowners(locations.load(root)))
+    kept = {path: path.read_text() for path in (root / "dg.toml", root / locations.CODEOWNERS)}
+    try:
+        written = render(name, team, root)
+        add_to_workspace(name, root)
+        found = locations.load(root)
+        (root / locations.CODEOWNERS).write_text(locations.codeowners(found))
+    except BaseException:
+        shutil.rmtree(root / "locations" / name, ignore_errors=True)
+        for path, text in kept.items():
+            path.write_text(text)
+        raise
     return written
 
 
@@ -123,7 +137,7 @@ def main(argv: list[str]) -> int:
     name, team = argv
     try:
         written = new_location(name, team)
-    except (ScaffoldError, locations.DeclarationError) as error:
+    except (ScaffoldError, locations.DeclarationError, ValueError) as error:
         print(f"new-location: {error}", file=sys.stderr)
         return 1
     print(f"==> locations/{name}: {len(written)} files (team {team}, schema {name})")
