@@ -32,6 +32,33 @@ if ! command -v dockerd >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 fi
 
+# A pid file left by an engine that is gone (a machine restored from a snapshot, a killed
+# container) makes dockerd refuse to start ("pid file found"). Remove a pid file only when
+# the process it names is not alive under the expected name; a live engine is never touched.
+clear_stale_pidfile() {
+  local file="$1" name="$2" pid
+  [[ -f "$file" ]] || return 0
+  pid="$(tr -dc '0-9' <"$file")"
+  if [[ -n "$pid" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]]; then
+    say "$name (pid $pid) is running but does not answer yet; waiting up to ${timeout}s"
+    local waited=0
+    until docker info >/dev/null 2>&1; do
+      if ((waited >= timeout)); then
+        say "$name (pid $pid) did not answer within ${timeout}s; stop it or see $log"
+        exit 1
+      fi
+      sleep 1
+      waited=$((waited + 1))
+    done
+    say "Docker engine is up ($(docker info --format '{{.ServerVersion}}, storage {{.Driver}}'))"
+    exit 0
+  fi
+  say "removing stale pid file $file (pid ${pid:-none} is not a running $name)"
+  rm -f "$file"
+}
+clear_stale_pidfile /var/run/docker.pid dockerd
+clear_stale_pidfile /var/run/docker/containerd/containerd.pid containerd
+
 # Start dockerd with one set of flags; succeed once `docker info` answers, fail if it exits.
 start_dockerd() {
   local flags=("$@")
