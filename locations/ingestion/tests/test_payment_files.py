@@ -1,5 +1,7 @@
 """Payment files into raw.payments / raw.payments_rejected, by daily partition."""
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 import pytest
 
@@ -300,3 +302,99 @@ def test_hostile_lines_are_quarantined_with_reasons_and_the_good_rows_load(
         (3, "out_of_range"), (4, "out_of_range"), (5, "bad_value"), (6, "bad_encoding"),
         (7, "truncated_line"),
     ]  # fmt: skip
+
+
+# -- history: ranged runs, as the backfill of the landing sensor's first tick runs them ----------
+
+RANGE = {
+    "dagster/asset_partition_range_start": "2026-03-06",
+    "dagster/asset_partition_range_end": "2026-03-08",
+}
+
+
+def test_a_ranged_run_loads_each_days_good_rows_and_quarantines_the_rest(platform_env, materialize):
+    delivery = platform_env.seed()
+    files = {f.day.isoformat(): f for f in delivery.files}
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = materialize(PAYMENT_KEYS, tags=RANGE, instance=instance)
+
+    assert result.success
+    for day in ("2026-03-06", "2026-03-07", "2026-03-08"):
+        assert _day_state(platform_env, day) == (
+            files[day].good_rows, sum(files[day].malformed.values())
+        )  # fmt: skip
+    assert instance.get_materialized_partitions(dg.AssetKey(["raw", "payments"])) == {
+        "2026-03-06", "2026-03-07", "2026-03-08",
+    }  # fmt: skip
+    metadata = metadata_of(result, "raw/payments")
+    assert metadata["good_rows"] == sum(
+        files[d].good_rows for d in ("2026-03-06", "2026-03-07", "2026-03-08")
+    )
+    assert "dagster/partition_row_count" not in metadata  # a total over days, not per day
+    reject = check_of(result, "raw/payments", REJECT_CHECK)
+    assert not reject.passed  # the seed's first day is an incident
+    assert [d.split(" ")[0] for d in reject.metadata["days_over_limit"].value] == ["2026-03-06"]
+
+
+def test_a_ranged_run_and_day_by_day_runs_leave_the_same_rows(platform_env, materialize):
+    platform_env.seed()
+    columns = "file_date, payment_id, order_id, amount, source_file, source_line"
+    materialize(PAYMENT_KEYS, tags=RANGE)
+    ranged = platform_env.query(f"SELECT {columns} FROM raw.payments ORDER BY 1, 2")
+    rejected = platform_env.query("SELECT * FROM raw.payments_rejected ORDER BY 1, 2, 3")
+    platform_env.reset()
+    platform_env.seed()
+
+    for day in ("2026-03-06", "2026-03-07", "2026-03-08"):
+        materialize(PAYMENT_KEYS, partition_key=day)
+
+    assert platform_env.query(f"SELECT {columns} FROM raw.payments ORDER BY 1, 2") == ranged
+    assert platform_env.query("SELECT * FROM raw.payments_rejected ORDER BY 1, 2, 3") == rejected
+
+
+def test_a_ranged_run_over_a_day_without_a_file_fails_naming_it_and_loads_nothing(
+    platform_env, materialize
+):
+    platform_env.seed()  # 2026-03-09 is held back
+
+    result = materialize(
+        PAYMENT_KEYS, raise_on_error=False,
+        tags={**RANGE, "dagster/asset_partition_range_end": "2026-03-10"},
+    )  # fmt: skip
+
+    assert not result.success
+    assert "2026-03-09" in _failure(result)
+    assert platform_env.query("SELECT to_regclass('raw.payments')") == [(None,)]
+
+
+# -- freshness: a run of historical days is news at warning level, never a failure ---------------
+
+
+def test_a_run_of_historical_days_warns_that_the_newest_day_is_not_loaded(
+    platform_env, materialize
+):
+    platform_env.seed()
+
+    result = materialize(PAYMENT_KEYS, partition_key="2026-03-08")
+
+    assert result.success
+    newest = check_of(result, "raw/payments", "newest_day_loaded")
+    assert not newest.passed
+    assert newest.severity == dg.AssetCheckSeverity.WARN
+    assert newest.metadata["run_days"].value == "2026-03-08"
+
+
+def test_the_newest_day_check_passes_once_the_newest_due_day_is_loaded(platform_env, materialize):
+    platform_env.seed()
+    now = datetime.now(UTC)
+    due = (now - timedelta(hours=9)).date() - timedelta(days=1)
+    (platform_env.landing / f"payments_{due}.csv").write_text(HEADER)
+    instance = dg.DagsterInstance.ephemeral()
+    materialize(PAYMENT_KEYS, partition_key=due.isoformat(), instance=instance)
+
+    later = materialize(PAYMENT_KEYS, partition_key="2026-03-08", instance=instance)
+
+    newest = check_of(later, "raw/payments", "newest_day_loaded")
+    assert newest.passed
+    assert newest.metadata["newest_due_day"].value == due.isoformat()

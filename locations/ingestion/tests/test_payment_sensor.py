@@ -8,8 +8,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion.defs.payments.sensors import payment_files_landed
+from ingestion.defs.payments.files import modification_time
+from ingestion.defs.payments.sensors import RECENT_SECONDS, LandingCursor, payment_files_landed
 from ingestion.defs.resources import PaymentLanding
+from platform_ops.recovery import RUN_RETRY_TAGS
+
+PAYMENT_KEYS = {dg.AssetKey(["raw", "payments"]), dg.AssetKey(["raw", "payments_rejected"])}
+DAY = 24 * 3600
 
 
 @pytest.fixture
@@ -30,8 +35,25 @@ def tick(landing: Path, cursor: str | None) -> dg.SensorResult:
     return payment_files_landed(context)
 
 
+def backfill_days(request: dg.RunRequest) -> list[str]:
+    """The days a backfill request covers, the same for every payment table."""
+    subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
+    assert set(subsets) == PAYMENT_KEYS
+    (keys,) = {tuple(sorted(subset.get_partition_keys())) for subset in subsets.values()}
+    return list(keys)
+
+
 def days(result: dg.SensorResult) -> list[str]:
-    return [request.partition_key for request in result.run_requests]
+    """The days requested, by a run or by a backfill."""
+    return sorted(
+        day
+        for request in result.run_requests
+        for day in (
+            backfill_days(request)
+            if request.requires_backfill_daemon()
+            else [request.partition_key]
+        )
+    )
 
 
 def test_new_files_request_exactly_their_days_and_only_once(landing):
@@ -84,7 +106,7 @@ def test_a_file_for_a_day_without_partition_waits_until_the_day_exists(landing):
     result = tick(landing, None)
 
     assert days(result) == []
-    assert list(json.loads(result.cursor)) == ["payments_2024-12-31.csv"]
+    assert list(LandingCursor.parse(result.cursor).recent) == ["payments_2024-12-31.csv"]
     yesterday = (today - timedelta(days=1)).isoformat()
     drop(landing, f"payments_{yesterday}.csv")
     assert days(tick(landing, result.cursor)) == [yesterday]
@@ -137,3 +159,118 @@ def test_a_folder_named_like_a_payment_file_is_skipped_by_name(landing, capfd):
 
     assert days(result) == ["2026-03-01"]
     assert "payments_2026-03-03.csv: skipped, a folder, not a file" in capfd.readouterr().err
+
+
+def test_a_history_arrives_as_one_backfill_of_both_payment_tables(landing, ingestion_defs):
+    history = [f"2026-02-{d:02d}" for d in range(1, 29)] + ["2026-03-02"]  # 03-01 is late
+    for day in history:
+        drop(landing, f"payments_{day}.csv")
+    context = dg.build_sensor_context(
+        resources={"payment_landing": PaymentLanding(url=str(landing))},
+        definitions=ingestion_defs,
+    )
+
+    result = payment_files_landed(context)
+
+    [request] = result.run_requests
+    assert request.requires_backfill_daemon()
+    assert backfill_days(request) == history
+    assert request.tags == RUN_RETRY_TAGS
+    # What the sensor daemon checks before it submits the backfill.
+    sensor = ingestion_defs.resolve_sensor_def("payment_files_landed")
+    assert sensor.validate_backfill_requests(result.run_requests, context) == [request]
+    # The backfill policy makes it ranged runs of consecutive days, at most 31 each.
+    spec = ingestion_defs.resolve_assets_def(dg.AssetKey(["raw", "payments"]))
+    assert spec.backfill_policy.max_partitions_per_run == 31
+
+
+def test_a_single_new_day_is_one_run_with_the_platforms_run_retries(landing):
+    drop(landing, "payments_2026-03-01.csv")
+
+    [request] = tick(landing, None).run_requests
+
+    assert request.partition_key == "2026-03-01"
+    assert not request.requires_backfill_daemon()
+    assert request.tags == RUN_RETRY_TAGS
+
+
+def _deliver(landing: Path, day: str, at: float) -> Path:
+    path = drop(landing, f"payments_{day}.csv")
+    os.utime(path, (at, at))
+    return path
+
+
+def test_the_cursor_stays_bounded_however_many_files_the_landing_area_keeps(landing):
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    delivered = start.timestamp() + DAY / 3  # each file lands at 08:00 the next morning
+    for n in range(150):
+        _deliver(landing, (start + timedelta(days=n)).date().isoformat(), delivered + n * DAY)
+    history = tick(landing, None)
+    assert len(days(history)) == 150
+
+    cursor, sizes = history.cursor, []
+    for n in range(150, 190):
+        day = (start + timedelta(days=n)).date().isoformat()
+        _deliver(landing, day, delivered + n * DAY)
+        result = tick(landing, cursor)
+        assert days(result) == [day]
+        cursor = result.cursor
+        sizes.append(len(LandingCursor.parse(cursor).recent))
+
+    window = RECENT_SECONDS // DAY
+    assert max(sizes) <= window + 1
+    assert len(cursor) < 2_000
+    assert days(tick(landing, cursor)) == []  # the forgotten files are not requested again
+
+
+def test_a_forgotten_file_replaced_or_redelivered_is_requested_again(landing):
+    old = _deliver(landing, "2026-01-05", datetime(2026, 1, 6, 8, tzinfo=UTC).timestamp())
+    _deliver(landing, "2026-02-20", datetime(2026, 2, 21, 8, tzinfo=UTC).timestamp())
+    cursor = tick(landing, None).cursor
+    assert "payments_2026-01-05.csv" not in LandingCursor.parse(cursor).recent
+
+    old.write_text("payment_id,order_id\n1,2\n")  # replaced in place, now
+    replaced = tick(landing, cursor)
+    drop(landing, "payments_2026-01-05_resend.csv")
+    redelivered = tick(landing, replaced.cursor)
+
+    assert days(replaced) == ["2026-01-05"]
+    assert days(redelivered) == ["2026-01-05"]
+
+
+def test_a_file_dated_in_the_future_does_not_make_the_cursor_forget_todays_files(landing):
+    future = drop(landing, "payments_2026-03-01.csv")
+    ahead = datetime.now(UTC).timestamp() + 400 * DAY  # a producer with a wrong clock
+    os.utime(future, (ahead, ahead))
+    cursor = tick(landing, None).cursor
+
+    drop(landing, "payments_2026-03-02.csv")
+
+    assert days(tick(landing, cursor)) == ["2026-03-02"]
+
+
+def test_a_cursor_of_the_unbounded_format_carries_over_without_new_requests(landing):
+    drop(landing, "payments_2026-03-01.csv")
+    drop(landing, "notes.txt")
+    unbounded = json.dumps(LandingCursor.parse(tick(landing, None).cursor).recent)
+
+    result = tick(landing, unbounded)
+
+    assert days(result) == []
+    assert set(LandingCursor.parse(result.cursor).recent) == {
+        "payments_2026-03-01.csv", "notes.txt",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ({"mtime": 1767225600.5}, 1767225600.5),  # a local folder, SFTP
+        ({"ETag": '"9b2c"', "LastModified": datetime(2026, 1, 1, tzinfo=UTC)}, 1767225600.0),  # S3
+        ({"updated": "2026-01-01T00:00:00.000Z"}, 1767225600.0),  # GCS
+        ({"ETag": '"9b2c"'}, None),  # a store that gives no time: kept by version only
+    ],
+    ids=["mtime", "s3", "gcs", "none"],
+)
+def test_a_files_modification_time_is_read_from_what_each_store_lists(info, expected):
+    assert modification_time(info) == expected

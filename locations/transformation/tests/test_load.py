@@ -50,10 +50,27 @@ def test_loading_runs_no_dbt_and_leaves_the_manifest_untouched(manifest):
     assert manifest.stat().st_mtime_ns == before
 
 
-def test_under_dagster_dev_the_same_load_would_run_dbt(manifest):
-    """The control for the test above: in dev the project is re-prepared, and the audit hook
-    notices the dbt process, so the hook would have caught a parse at load."""
+def test_under_the_dev_cli_loading_still_runs_no_dbt(manifest):
+    """dg check/list defs and dg dev set DAGSTER_IS_DEV_CLI; with prepare_if_dev on they would
+    rewrite the state under a running server (defs.yaml)."""
+    before = manifest.stat().st_mtime_ns
+
     result = load({"DAGSTER_IS_DEV_CLI": "1", "DBT_TARGET": "parse"})
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_the_audit_hook_refuses_a_process_started_while_loading():
+    """The control for the tests above: a load that starts a process fails, so a dbt parse at
+    load would have been caught."""
+    snippet = LOAD.replace(
+        "from transformation.definitions import defs",
+        "import subprocess\nsubprocess.run(['true'])\nfrom transformation.definitions import defs",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120
+    )
 
     assert result.returncode != 0
     assert "a process was started while loading" in result.stderr

@@ -1,13 +1,25 @@
 """`devkit`: the local platform's command line (the Makefile calls it; `devkit --help` lists it)."""
 
 import argparse
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
+import psutil
+
+from platform_devkit.defs_state import prepare
+from platform_devkit.instance import locations
 from platform_devkit.local import LocalPlatform, report, say
+from platform_devkit.paths import REPO_ROOT
 from platform_devkit.shop.generator import SIZES, Size
+
+# How long Dagster gets to stop its processes after Ctrl-C or SIGTERM before they are killed.
+STOP_GRACE_SECONDS = 10
 
 
 def _bin(name: str) -> str:
@@ -76,15 +88,68 @@ def cmd_exec(args: argparse.Namespace) -> None:
     _exec(command, platform.env())
 
 
+def supervise(argv: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Run `argv` and everything it starts as one process group, and stop the whole group on
+    Ctrl-C, SIGTERM or SIGHUP: Ctrl-C (SIGINT) to every process, as a terminal sends it, then
+    after STOP_GRACE_SECONDS SIGKILL to whatever is left. `dagster dev` alone stops its
+    webserver and daemon on Ctrl-C only; killed by SIGTERM (make does that) it left them and
+    the code servers running. Returns the exit status (128 + signal when stopped)."""
+    child = subprocess.Popen(argv, env={**os.environ, **env}, cwd=cwd, start_new_session=True)
+    received: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+    while child.poll() is None and not received:
+        time.sleep(0.2)
+    if not received:
+        return child.returncode
+    say("stopping Dagster (webserver, daemon, code servers, runs)")
+    # Those that left the group (a process may start a session of its own) are found by parent.
+    leader = psutil.Process(child.pid)
+    tree = [leader, *leader.children(recursive=True)]
+    _signal_group(child.pid, signal.SIGINT)
+    _, alive = psutil.wait_procs(tree, timeout=STOP_GRACE_SECONDS)
+    if alive:
+        say(f"{len(alive)} process(es) still running after {STOP_GRACE_SECONDS}s: killed")
+        _signal_group(child.pid, signal.SIGKILL)
+        for process in alive:
+            process.kill()
+    child.wait()
+    return 128 + received[0]
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # every process of the group has exited
+        os.killpg(pgid, signum)
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     platform = LocalPlatform()
     env = platform.up(size=args.size)
-    workspace = platform.state / "workspace.yaml"
-    say(f"starting Dagster (webserver + daemon) on http://{args.host}:{args.port}")
-    _exec(
-        [_bin("dagster"), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)],
-        env,
+    say(
+        f"starting Dagster (dg dev: webserver, daemon, a code server per location) on "
+        f"http://{args.host}:{args.port}; Ctrl-C stops it, PostgreSQL keeps running (make down)"
     )
+    # dg dev reads the workspace from dg.toml, the one list of locations.
+    status = supervise(
+        [_bin("dg"), "dev", "-h", args.host, "-p", str(args.port)], env, cwd=REPO_ROOT
+    )
+    raise SystemExit(status)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    """Prepare the defs state of every location (or the named ones) beside running servers."""
+    chosen = [loc for loc in locations() if not args.location or loc["name"] in args.location]
+    unknown = set(args.location) - {loc["name"] for loc in chosen}
+    if unknown:
+        raise SystemExit(f"devkit prepare: no location named {', '.join(sorted(unknown))}")
+    for location in chosen:
+        if not prepare(Path(location["path"]), say, force=args.force):
+            say(f"{location['name']}: defs state is up to date (or it has none)")
+    say("reload the location in the UI (or restart make dev) to use the new state")
 
 
 def cmd_psql(args: argparse.Namespace) -> None:
@@ -129,22 +194,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--days", type=int, default=1)
     p = command("exec", cmd_exec, "run a command with the platform's variables set")
     p.add_argument("command", nargs=argparse.REMAINDER)
-    p = command("dev", cmd_dev, "bring the platform up and start `dagster dev` with every location")
+    p = command("dev", cmd_dev, "bring the platform up and start `dg dev` with every location")
     p.add_argument("--size", choices=sizes, default="small")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
+    p = command(
+        "prepare", cmd_prepare, "prepare the dbt manifest (defs state) beside running servers"
+    )
+    p.add_argument("location", nargs="*", help="location names (default: every location)")
+    p.add_argument("--force", action="store_true", help="prepare even when up to date")
     p = command("psql", cmd_psql, "open psql on the platform's server as the admin role")
     p.add_argument("database", nargs="?", default="warehouse")
     p = command("run", cmd_run, "headless: materialise every asset of every location in order")
     p.add_argument("--size", choices=sizes, default="small")
 
     args = parser.parse_args(argv)
+    # SIGTERM stops every command as Ctrl-C does (a child such as dbt parse is stopped with it).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         args.handler(args)
     except RuntimeError as error:
         raise SystemExit(f"devkit: {error}") from error
     except KeyboardInterrupt:
-        # Ctrl-C, or SIGTERM: Dagster maps it to the same interrupt while it runs anything.
+        # Ctrl-C or SIGTERM (Dagster maps both to the same interrupt while it runs anything).
         say("interrupted")
         raise SystemExit(130) from None
 

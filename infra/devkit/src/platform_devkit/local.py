@@ -9,7 +9,7 @@ import psycopg2
 
 from platform_devkit.bootstrap import bootstrap
 from platform_devkit.defs_state import prepare
-from platform_devkit.instance import locations, write_instance, write_workspace
+from platform_devkit.instance import locations, write_instance
 from platform_devkit.paths import state_dir
 from platform_devkit.postgres import EmbeddedPostgres, free_port, port_is_free
 from platform_devkit.settings import ROLES, PlatformSettings
@@ -121,7 +121,6 @@ class LocalPlatform:
             prepare(Path(location["path"]), self.progress)
         home = Path(env["DAGSTER_HOME"])
         write_instance(home)
-        write_workspace(self.state / "workspace.yaml")
         self.progress(f"Dagster instance: {home / 'dagster.yaml'} (PostgreSQL storage)")
         return env
 

@@ -19,7 +19,8 @@ import psycopg2
 import pytest
 
 from platform_devkit.bootstrap import bootstrap
-from platform_devkit.instance import write_instance
+from platform_devkit.defs_state import prepare
+from platform_devkit.instance import locations, write_instance
 from platform_devkit.local import LocalPlatform
 from platform_devkit.settings import ROLES
 from platform_devkit.shop.generator import SIZES, Delivery, ShopSource
@@ -101,6 +102,13 @@ class PlatformUnderTest:
     def seed(self, size: str = "tiny", **kwargs) -> Delivery:
         kwargs.setdefault("last_day", TEST_LAST_DAY)
         return self.source().seed(SIZES[size], size_name=size, **kwargs)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Every location's defs state prepared (when stale) before any test loads definitions:
+    loading only reads it, in dg and in code servers (platform_devkit.defs_state)."""
+    for location in locations():
+        prepare(Path(location["path"]), progress=lambda _: None)
 
 
 @pytest.fixture(autouse=True)

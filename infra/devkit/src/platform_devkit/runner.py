@@ -107,7 +107,12 @@ def _record(
             since_start = entry.timestamp - started.get(event.step_key, entry.timestamp)
             line.seconds += float(own.value) if own is not None else since_start
             line.partitions += materialization.partition is not None
-    run_partition = result.dagster_run.tags.get("dagster/partition")
+    tags = result.dagster_run.tags
+    run_partition = tags.get("dagster/partition") or (
+        f"{tags['dagster/asset_partition_range_start']}..{tags['dagster/asset_partition_range_end']}"
+        if "dagster/asset_partition_range_start" in tags
+        else None
+    )
     for evaluation in result.get_asset_check_evaluations():
         key = evaluation.asset_key.to_user_string()
         line = lines.setdefault(key, AssetLine(location, key))
@@ -122,15 +127,18 @@ def _record(
 
 def _sensor_partitions(
     defs: dg.Definitions, instance: dg.DagsterInstance
-) -> list[tuple[dg.AssetSelection, str]]:
-    """(selection, partition key) of every run the location's sensors for partitioned assets
-    request now (automation and freshness sensors start no such runs and are left alone)."""
+) -> list[tuple[dg.AssetSelection, dg.PartitionKeyRange]]:
+    """(selection, partition key range) of every run the location's sensors for partitioned
+    assets request now; a backfill (several days at once) as the ranged runs its backfill
+    policy makes (automation and freshness sensors start no such runs and are left alone)."""
     graph = defs.resolve_asset_graph()
     requests = []
     for sensor in defs.sensors or []:
-        if isinstance(sensor, dg.AutomationConditionSensorDefinition) or not sensor.has_jobs:
+        if isinstance(sensor, dg.AutomationConditionSensorDefinition):
             continue
-        selection = getattr(sensor.job, "selection", None)
+        selection = sensor.asset_selection or (
+            getattr(sensor.job, "selection", None) if sensor.has_jobs else None
+        )
         targets = selection.resolve(graph) if selection is not None else set()
         if not any(graph.get(key).partitions_def for key in targets):
             continue
@@ -139,8 +147,30 @@ def _sensor_partitions(
         )
         result = sensor(context)
         run_requests = result.run_requests if isinstance(result, dg.SensorResult) else result
-        requests += [(selection, r.partition_key) for r in run_requests or [] if r.partition_key]
+        for request in run_requests or []:
+            if request.asset_graph_subset is not None:
+                requests += [(selection, r) for r in _backfill_ranges(graph, request)]
+            elif request.partition_key:
+                key = request.partition_key
+                requests.append((selection, dg.PartitionKeyRange(key, key)))
     return requests
+
+
+def _backfill_ranges(graph, request: dg.RunRequest) -> list[dg.PartitionKeyRange]:
+    """The ranged runs the backfill daemon makes of a backfill request: consecutive
+    partitions, at most the backfill policy's max_partitions_per_run each."""
+    key, subset = next(iter(request.asset_graph_subset.partitions_subsets_by_asset_key.items()))
+    node = graph.get(key)
+    policy = node.backfill_policy
+    size = (policy.max_partitions_per_run if policy else 1) or len(subset)
+    ranges = []
+    for whole in subset.get_partition_key_ranges(node.partitions_def):
+        keys = node.partitions_def.get_partition_keys_in_range(whole)
+        ranges += [
+            dg.PartitionKeyRange(keys[i], keys[min(i + size, len(keys)) - 1])
+            for i in range(0, len(keys), size)
+        ]
+    return ranges
 
 
 @contextmanager
@@ -182,11 +212,17 @@ def stoppable() -> Iterator[threading.Event]:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def _materialize(instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
+def _materialize(
+    instance: dg.DagsterInstance, tags: Mapping[str, str] | None = None, **kwargs
+) -> dg.ExecuteInProcessResult:
     """One run, stopped (KeyboardInterrupt once recorded) by SIGTERM or Ctrl-C."""
     with stoppable() as interrupted:
         result = dg.materialize(
-            instance=instance, tags=RUN_TAGS, run_config=QUIET, raise_on_error=False, **kwargs
+            instance=instance,
+            tags={**RUN_TAGS, **(tags or {})},
+            run_config=QUIET,
+            raise_on_error=False,
+            **kwargs,
         )
     if interrupted.is_set():
         raise KeyboardInterrupt
@@ -213,14 +249,28 @@ def run_location(
         )
         _record(result, instance, name, lines, unpartitioned)
         ok &= result.success
-    for selection, partition in _sensor_partitions(defs, instance):
-        say(f"{name}: materialising partition {partition}")
+    for selection, partitions in _sensor_partitions(defs, instance):
+        one = partitions.start == partitions.end
+        say(
+            f"{name}: materialising partition {partitions.start}"
+            if one
+            else f"{name}: materialising partitions {partitions.start} to {partitions.end}"
+        )
         result = _materialize(
             instance,
             assets=everything,
             selection=selection,
-            partition_key=partition,
             resources=defs.resources,
+            **(
+                {"partition_key": partitions.start}
+                if one
+                else {
+                    "tags": {
+                        "dagster/asset_partition_range_start": partitions.start,
+                        "dagster/asset_partition_range_end": partitions.end,
+                    }
+                }
+            ),
         )
         _record(result, instance, name, lines, selection.resolve(graph))
         ok &= result.success

@@ -2,13 +2,9 @@
 
 Dagster's implicit default automation sensor starts stopped; declaring it here, running, is
 what makes a new deployment fill itself (raw tables are materialised on_missing, then on_cron).
+Its runs carry the platform's run retries (docs/operations.md).
 """
 
-import dagster as dg
+from platform_ops.recovery import automation_sensor
 
-ingestion_automation = dg.AutomationConditionSensorDefinition(
-    "ingestion_automation",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-)
+ingestion_automation = automation_sensor("ingestion_automation")

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import dagster as dg
 from psycopg2 import sql
 
+from exports.defs.automation import EXPORTS_AUTOMATION
+from exports.defs.checks import EXPORTS_FRESHNESS
 from exports.defs.resources import Warehouse
+from platform_ops.recovery import retry_transient
 
 ROWS_CHECK = "rows_equal_mart"
 
@@ -91,10 +94,11 @@ def bi_table_asset(table: BiTable) -> dg.AssetsDefinition:
         kinds={"postgres"},
         owners=["team:bi"],
         tags={"layer": "exports"},
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=EXPORTS_AUTOMATION,
+        freshness_policy=EXPORTS_FRESHNESS,
     )
     def _refresh(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.connect() as conn, conn.cursor() as cur:
+        with retry_transient(context), warehouse.connect() as conn, conn.cursor() as cur:
             cur.execute(
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(target, sql.SQL(table.columns))
             )

@@ -6,7 +6,10 @@ from decimal import Decimal
 
 import dagster as dg
 
+from exports.defs.automation import EXPORTS_AUTOMATION
+from exports.defs.checks import EXPORTS_FRESHNESS
 from exports.defs.resources import ExportStore, Warehouse
+from platform_ops.recovery import retry_transient
 
 REPORT_DAYS = 30
 FOLDER = "reports/daily_revenue"
@@ -43,13 +46,14 @@ def _summary(rows: list[tuple[date, int, Decimal, Decimal]]) -> str:
     kinds={"python", "markdown"},
     owners=["team:bi"],
     tags={"layer": "exports"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=EXPORTS_AUTOMATION,
+    freshness_policy=EXPORTS_FRESHNESS,
 )
 def daily_revenue_report(
     context: dg.AssetExecutionContext, warehouse: Warehouse, export_store: ExportStore
 ) -> dg.MaterializeResult:
     """Chart and summary of revenue and payments over the mart's last 30 days."""
-    with warehouse.connect() as conn, conn.cursor() as cur:
+    with retry_transient(context), warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT max(day) FROM marts.daily_revenue")
         (last,) = cur.fetchone()
         if last is None:

@@ -5,7 +5,10 @@ from dataclasses import dataclass
 import dagster as dg
 from psycopg2 import sql
 
+from exports.defs.automation import EXPORTS_AUTOMATION
+from exports.defs.checks import EXPORTS_FRESHNESS
 from exports.defs.resources import ExportStore, Warehouse
+from platform_ops.recovery import retry_transient
 
 ROWS_CHECK = "rows_equal_mart"
 
@@ -56,7 +59,8 @@ def snapshot_asset(snapshot: Snapshot) -> dg.AssetsDefinition:
         kinds={"parquet"},
         owners=["team:bi"],
         tags={"layer": "exports"},
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=EXPORTS_AUTOMATION,
+        freshness_policy=EXPORTS_FRESHNESS,
     )
     def _snapshot(
         context: dg.AssetExecutionContext, warehouse: Warehouse, export_store: ExportStore
@@ -65,7 +69,7 @@ def snapshot_asset(snapshot: Snapshot) -> dg.AssetsDefinition:
 
         area = export_store.area()
         write = write_by_day if snapshot.by_day else write_whole
-        with warehouse.connect() as conn:
+        with retry_transient(context), warehouse.connect() as conn:
             schema, rows, files = write(snapshot, conn, area)
         context.log.info(f"marts.{snapshot.mart}: {rows} rows in {len(files)} file(s)")
         return dg.MaterializeResult(

@@ -82,8 +82,9 @@ BAD_HEADER = "bad_header"
 @dataclass(frozen=True)
 class LandingFile:
     """A payment file in the landing area: its day, its place among the day's deliveries (0 for
-    the first, N for the N-th re-delivery) and its `version`, which changes when the file is
-    replaced (size and modification time, or the object store's ETag)."""
+    the first, N for the N-th re-delivery), its `version`, which changes when the file is
+    replaced (size and modification time, or the object store's ETag), and when it was last
+    written (seconds since the epoch; None where the store does not say)."""
 
     name: str
     path: str
@@ -91,6 +92,7 @@ class LandingFile:
     version: str = ""
     delivery: int = 0
     size: int | None = None
+    modified: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class SkippedFile:
     name: str
     reason: str
     version: str = ""
+    modified: float | None = None
 
 
 @dataclass
@@ -148,14 +151,29 @@ def list_landing(url: str) -> Landing:
         stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
         size = info.get("size")
         version = f"{size if size is not None else ''}:{stamp}"
+        modified = modification_time(info)
         parsed = parse_name(name)
         if isinstance(parsed, str):
-            landing.skipped.append(SkippedFile(name, parsed, version))
+            landing.skipped.append(SkippedFile(name, parsed, version, modified))
             continue
-        landing.files.append(LandingFile(name, path, parsed[0], version, parsed[1], size))
+        landing.files.append(LandingFile(name, path, parsed[0], version, parsed[1], size, modified))
     landing.files.sort(key=lambda f: (f.day, f.delivery))
     landing.skipped.sort(key=lambda s: s.name)
     return landing
+
+
+def modification_time(info: dict) -> float | None:
+    """When a listed file was last written: a local or SFTP mtime, S3's LastModified, GCS's
+    updated time."""
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("updated")
+    if isinstance(stamp, str):
+        try:
+            stamp = datetime.fromisoformat(stamp)
+        except ValueError:
+            return None
+    if isinstance(stamp, datetime):
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    return float(stamp) if isinstance(stamp, int | float) else None
 
 
 def read_bytes(url: str, file: LandingFile) -> bytes:

@@ -1,12 +1,12 @@
-"""Checks on the shop tables in raw: reconciliation of content with the source, and freshness."""
+"""Checks on the shop tables in raw: reconciliation of content with the source. Their freshness
+is a FreshnessPolicy on the assets (defs/shop/assets.py)."""
 
 from collections.abc import Iterable
-from datetime import timedelta
 
 import dagster as dg
 
 from ingestion.defs.resources import PostgresResource
-from ingestion.defs.shop.assets import SHOP_TABLES, shop_tables
+from ingestion.defs.shop.assets import SHOP_TABLES
 
 RECONCILIATION_CHECK = "matches_source_up_to_cursor"
 
@@ -46,15 +46,3 @@ def shop_tables_match_source(
                 description=drift.summary(),
                 metadata=drift.metadata(),
             )
-
-
-# Loaded hourly: two hours without a load means something is wrong.
-shop_freshness_checks = dg.build_last_update_freshness_checks(
-    assets=[shop_tables], lower_bound_delta=timedelta(hours=2)
-)
-
-shop_freshness_sensor = dg.build_sensor_for_freshness_checks(
-    freshness_checks=shop_freshness_checks,
-    name="shop_tables_freshness",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
