@@ -100,6 +100,66 @@ def test_dbt_tests_are_asset_checks_and_pass_on_clean_data(built):
     assert business_rule.passed
 
 
+def test_each_models_column_schema_has_the_warehouse_types_and_the_yaml_descriptions(built):
+    platform, result = built
+    graph = result.job_def.asset_layer.asset_graph
+
+    for key in ("staging/stg_orders", "marts/fct_orders", "marts/daily_revenue"):
+        schema, table = key.split("/")
+        in_warehouse = platform.query(
+            """SELECT column_name, data_type FROM information_schema.columns
+               WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position""",
+            (schema, table),
+        )
+        columns = metadata_of(result, key)["dagster/column_schema"].columns
+        assert [c.name for c in columns] == [name for name, _ in in_warehouse], key
+        for column, (_, data_type) in zip(columns, in_warehouse, strict=True):
+            assert column.type.startswith(data_type), (key, column)
+        declared = graph.get(dg.AssetKey.from_user_string(key)).metadata["dagster/column_schema"]
+        descriptions = {c.name: c.description for c in declared.columns}
+        assert all(descriptions.values()), key  # every column is described in the YAML
+        assert {c.name: c.description for c in columns} == descriptions, key
+
+
+CROSS_MODEL_TEST = dg.AssetCheckKey(
+    dg.AssetKey(["marts", "fct_orders"]), "assert_no_order_is_paid_more_than_its_total"
+)
+
+
+def requested_checks(defs: dg.Definitions, instance: dg.DagsterInstance, cursor=None):
+    """One automation tick of the transformation location (the other locations' assets as the
+    external assets they are to it): the checks it requests, and the cursor."""
+    ingestion = defs["ingestion"].resolve_asset_graph()
+    view = dg.Definitions(
+        assets=[
+            *defs["transformation"].assets,
+            *(
+                dg.AssetSpec(key, partitions_def=ingestion.get(key).partitions_def)
+                for key in ingestion.materializable_asset_keys
+            ),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        result = dg.evaluate_automation_conditions(defs=view, instance=instance, cursor=cursor)
+    checks = {
+        r.key for r in result.results if isinstance(r.key, dg.AssetCheckKey) and r.true_subset.size
+    }
+    return checks, result.cursor
+
+
+def run_check(defs: dg.Definitions, key: dg.AssetCheckKey, instance) -> dg.AssetCheckEvaluation:
+    result = dg.materialize(
+        assets=[*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.checks(key),
+        resources=defs.resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
 def test_a_failing_dbt_test_fails_its_check_while_unrelated_models_stand(
     platform_env, location_defs
 ):
@@ -176,66 +236,6 @@ def test_models_that_do_not_need_payments_build_before_the_first_payment_file(
     assert check_of(result, "staging/stg_orders", "unique_stg_orders_order_id").passed
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == set(without_payments)
-
-
-def test_each_models_column_schema_has_the_warehouse_types_and_the_yaml_descriptions(built):
-    platform, result = built
-    graph = result.job_def.asset_layer.asset_graph
-
-    for key in ("staging/stg_orders", "marts/fct_orders", "marts/daily_revenue"):
-        schema, table = key.split("/")
-        in_warehouse = platform.query(
-            """SELECT column_name, data_type FROM information_schema.columns
-               WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position""",
-            (schema, table),
-        )
-        columns = metadata_of(result, key)["dagster/column_schema"].columns
-        assert [c.name for c in columns] == [name for name, _ in in_warehouse], key
-        for column, (_, data_type) in zip(columns, in_warehouse, strict=True):
-            assert column.type.startswith(data_type), (key, column)
-        declared = graph.get(dg.AssetKey.from_user_string(key)).metadata["dagster/column_schema"]
-        descriptions = {c.name: c.description for c in declared.columns}
-        assert all(descriptions.values()), key  # every column is described in the YAML
-        assert {c.name: c.description for c in columns} == descriptions, key
-
-
-CROSS_MODEL_TEST = dg.AssetCheckKey(
-    dg.AssetKey(["marts", "fct_orders"]), "assert_no_order_is_paid_more_than_its_total"
-)
-
-
-def requested_checks(defs: dg.Definitions, instance: dg.DagsterInstance, cursor=None):
-    """One automation tick of the transformation location (the other locations' assets as the
-    external assets they are to it): the checks it requests, and the cursor."""
-    ingestion = defs["ingestion"].resolve_asset_graph()
-    view = dg.Definitions(
-        assets=[
-            *defs["transformation"].assets,
-            *(
-                dg.AssetSpec(key, partitions_def=ingestion.get(key).partitions_def)
-                for key in ingestion.materializable_asset_keys
-            ),
-        ]
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        result = dg.evaluate_automation_conditions(defs=view, instance=instance, cursor=cursor)
-    checks = {
-        r.key for r in result.results if isinstance(r.key, dg.AssetCheckKey) and r.true_subset.size
-    }
-    return checks, result.cursor
-
-
-def run_check(defs: dg.Definitions, key: dg.AssetCheckKey, instance) -> dg.AssetCheckEvaluation:
-    result = dg.materialize(
-        assets=[*defs.assets, *defs.asset_checks],
-        selection=dg.AssetSelection.checks(key),
-        resources=defs.resources,
-        instance=instance,
-        raise_on_error=False,
-    )
-    (evaluation,) = result.get_asset_check_evaluations()
-    return evaluation
 
 
 def test_a_cross_model_test_a_partial_build_skipped_runs_when_its_models_are_fresh(
