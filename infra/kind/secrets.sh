@@ -9,6 +9,9 @@
 #   infra/kind/secrets.sh --list           print each Secret and its keys (no cluster needed)
 #
 # Environment: NAMESPACE (default data-platform), KUBE_CONTEXT (default: kubectl's current).
+# ALERT_WEBHOOK_URL, when set: written (replaced) as key ALERT_WEBHOOK_URL into every location's
+# Secret, where its code server reads it to post alerts on failed runs and checks; unset, the
+# Secrets are left as they are (no key: no alerts). Restart the code servers to apply a change.
 set -euo pipefail
 
 NAMESPACE="${NAMESPACE:-data-platform}"
@@ -85,7 +88,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --list) list=1 ;;
     --rotate) rotate+=("${2:?--rotate needs a Secret name}"); shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "secrets.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -99,6 +102,12 @@ if [[ $list -eq 1 ]]; then
     printf '\n'
   done
   exit 0
+fi
+
+# A URL goes into a JSON patch and a Secret: http(s), no white space, quotes or backslashes.
+if [[ -n "${ALERT_WEBHOOK_URL:-}" && ! "$ALERT_WEBHOOK_URL" =~ ^https?://[^[:space:]\"\\]+$ ]]; then
+  echo "secrets.sh: ALERT_WEBHOOK_URL is not an http(s) URL without spaces or quotes" >&2
+  exit 2
 fi
 
 if ! kube get namespace "$NAMESPACE" >/dev/null 2>&1; then
@@ -135,4 +144,14 @@ for entry in "${SECRETS[@]}"; do
     fi
   fi
 done
+if [[ -n "${ALERT_WEBHOOK_URL:-}" ]]; then
+  if ! teams="$(python3 "$repo/infra/devkit/src/platform_devkit/locations.py" team-secrets)"; then
+    echo "secrets.sh: the locations' declarations could not be read (above)" >&2
+    exit 1
+  fi
+  for name in $teams; do
+    add_keys "$name" "ALERT_WEBHOOK_URL=$ALERT_WEBHOOK_URL"
+    echo "==> $name: ALERT_WEBHOOK_URL set"
+  done
+fi
 echo "==> Secrets in namespace $NAMESPACE are in place (values not shown)"

@@ -2,6 +2,7 @@
 warehouse and the export area, so processes, containers and kind prove the same things."""
 
 import io
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -69,6 +70,22 @@ def test_lineage_crosses_the_code_locations(deployment, settled):
     assert location("raw/orders") == "ingestion"
     assert location("staging/stg_orders") == "transformation"
     assert location("snapshots/fct_orders") == "exports"
+
+
+def test_a_steps_stdout_is_readable_in_the_ui_after_the_run(deployment, settled):
+    gql = deployment.graphql
+    gql.wait_until_settled(settled)
+    run_id = gql.launch_assets("transformation", ["marts/daily_revenue"])
+    assert gql.wait_for_run(run_id) == "SUCCESS"
+
+    captures = gql.captured_logs(run_id)
+
+    # Read back through the webserver, which never ran the step: the run worker (a code
+    # server's subprocess, a container, a Kubernetes Job) wrote them where the webserver reads.
+    # dagster-dbt re-emits each of dbt's log lines on the step's stdout.
+    (dbt,) = [c for c in captures.values() if "Running with dbt=" in c["stdout"]]
+    assert dbt["steps"], captures.keys()
+    assert re.search(r"OK created sql \w+ model marts\.daily_revenue", dbt["stdout"]), dbt["stdout"]
 
 
 def test_runs_executed_where_the_driver_says(deployment, settled):

@@ -250,6 +250,8 @@ READ_BY_LIBRARIES = {
     "DAGSTER_DISABLE_TELEMETRY": "dagster",
     "DO_NOT_TRACK": "dbt",
     "RUNTIME__DLTHUB_TELEMETRY": "dlt",
+    # The locations' alert sensor (libs/platform-ops, platform_ops.alerts) links the UI.
+    "DAGSTER_WEBSERVER_URL": "platform_ops",
 }
 ANY_ENV_VAR_IN_DBT = re.compile(r"env_var\(\s*'([A-Z0-9_]+)'")
 

@@ -216,7 +216,8 @@ def test_environment_config_map_names_the_server_the_database_and_the_file_areas
     assert data["WAREHOUSE_SSLMODE"] == "disable"
     assert data["PAYMENTS_LANDING_URL"].startswith("/data/landing/")
     assert data["EXPORTS_URL"].startswith("/data/exports")
-    assert set(claims) == {"platform-landing", "platform-exports"}
+    assert set(claims) == {"platform-landing", "platform-exports", "platform-compute-logs"}
+    assert "platform-compute-logs" not in by_kind(platform_renders["prod"], "PersistentVolumeClaim")
     for claim in claims.values():
         assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert all(isinstance(v, str) for v in data.values())

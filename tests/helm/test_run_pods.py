@@ -69,6 +69,8 @@ def launcher_config_from_values() -> dict:
         "env_config_maps": [{"env": "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP"}],
         "env_secrets": [s["name"] for s in k8s["envSecrets"]],
         "fail_pod_on_run_failure": k8s["failPodOnRunFailure"],
+        "volumes": k8s["volumes"],
+        "volume_mounts": k8s["volumeMounts"],
         "security_context": k8s["securityContext"],
         "run_k8s_config": {snake[k]: v for k, v in k8s["runK8sConfig"].items()},
     }
@@ -223,6 +225,32 @@ def test_run_pod_gets_its_own_teams_secret_and_no_other(run_jobs, location):
     assert chartkit.TMP in mounts
     for mount in location.deployment["volumeMounts"]:
         assert mount["mountPath"] in mounts
+
+
+@pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)
+def test_run_pod_writes_compute_logs_where_the_webserver_reads_them(run_jobs, location):
+    pod = run_jobs[location.name]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    base_dir = SYSTEM["computeLogManager"]["config"]["localComputeLogManager"]["baseDir"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    webserver_claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in SYSTEM["dagsterWebserver"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    webserver_mounts = {
+        m["mountPath"]: m["name"] for m in SYSTEM["dagsterWebserver"]["volumeMounts"]
+    }
+
+    mounted = {m["mountPath"]: claims.get(m["name"]) for m in container["volumeMounts"]}
+    assert mounted[base_dir] == webserver_claims[webserver_mounts[base_dir]]
+    assert not next(m for m in container["volumeMounts"] if m["mountPath"] == base_dir).get(
+        "readOnly"
+    )
 
 
 @pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)

@@ -94,9 +94,12 @@ def cluster(tmp_path: Path):
     state.write_text(json.dumps({"namespaces": ["data-platform"], "secrets": {}}))
     log = tmp_path / "argv.log"
 
-    def run(*args: str, namespace: str = "data-platform") -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, namespace: str = "data-platform", alert_webhook_url: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "ALERT_WEBHOOK_URL"},
+            **({"ALERT_WEBHOOK_URL": alert_webhook_url} if alert_webhook_url else {}),
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "FAKE_KUBE_STATE": str(state),
             "FAKE_KUBE_LOG": str(log),
@@ -222,3 +225,37 @@ def test_listing_needs_no_cluster_and_shows_no_values():
     assert all(
         key.isupper() or key == "postgresql-password" for keys in listing.values() for key in keys
     )
+
+
+# A webhook URL carries a token, like a password: the script must never show it.
+WEBHOOK = "https://hooks.example.internal/services/T000/B000/token-d41d8cd98f00b204e9800998"
+
+
+def test_an_alert_webhook_url_goes_into_every_location_secret_and_no_other(cluster):
+    result = cluster(alert_webhook_url=WEBHOOK)
+    created = cluster.secrets()
+    teams = {loc.secret for loc in locations.load()}
+
+    assert result.returncode == 0, result.stderr
+    assert {name for name, data in created.items() if "ALERT_WEBHOOK_URL" in data} == teams
+    assert {created[name]["ALERT_WEBHOOK_URL"] for name in teams} == {WEBHOOK}
+    assert WEBHOOK not in result.stdout + result.stderr
+    assert WEBHOOK not in cluster.argv()
+
+
+def test_a_new_webhook_url_replaces_the_old_and_none_given_keeps_it(cluster):
+    cluster(alert_webhook_url="http://127.0.0.1:9/old")
+    cluster(alert_webhook_url=WEBHOOK)
+    cluster()
+
+    assert cluster.secrets()["transformation-credentials"]["ALERT_WEBHOOK_URL"] == WEBHOOK
+    assert "ALERT_WEBHOOK_URL" not in cluster.secrets()["bi-reader-credentials"]
+
+
+@pytest.mark.parametrize("url", ["hooks.example.internal/x", 'http://a"b', "http://a b"])
+def test_a_malformed_webhook_url_is_refused_naming_the_variable(cluster, url):
+    result = cluster(alert_webhook_url=url)
+
+    assert result.returncode == 2
+    assert "ALERT_WEBHOOK_URL" in result.stderr
+    assert cluster.secrets() == {}

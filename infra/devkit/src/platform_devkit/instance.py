@@ -2,8 +2,10 @@
 (workspace.yaml).
 
 The instance mirrors what the Helm values give the cluster: PostgreSQL storage, a queued run
-coordinator with limits, run monitoring (with the same timeouts) and retries. Connection values
-are `env:` references, so no password is ever written into the file.
+coordinator with limits, run monitoring (with the same timeouts), run retries (enabled, none by
+default: each location sets its own with the `dagster/max_retries` run tag) and a compute log
+manager every process of the platform shares. Connection values are `env:` references, so no
+password is ever written into the file.
 
 Run monitoring fails a run whose worker died only if the run launcher can tell: in the cluster
 the K8sRunLauncher asks Kubernetes about the run's Job; Dagster's DefaultRunLauncher, which
@@ -54,12 +56,19 @@ STORAGE_CONNECTION_PARAMS = {
     "tcp_user_timeout": 60_000,
 }
 
+# Steps' stdout and stderr, below DAGSTER_HOME: every process that runs a step (a run worker,
+# a subprocess of its code server or in its container) and the webserver that shows them see
+# the same folder (the containers driver mounts DAGSTER_HOME at the same path). The cluster's
+# equivalent is the compute-logs volume (charts/dagster/values.yaml computeLogManager).
+COMPUTE_LOGS_FOLDER = "compute_logs"
+
 # psutil derives a process's start time from the boot time in whole seconds.
 START_TIME_SLACK_SECONDS = 2
 
 
-def instance_config() -> dict:
-    return {
+def instance_config(dagster_home: Path | None = None) -> dict:
+    """dagster.yaml; with `dagster_home`, the compute logs go to its COMPUTE_LOGS_FOLDER."""
+    config = {
         "storage": {
             "postgres": {
                 "postgres_db": {
@@ -88,10 +97,19 @@ def instance_config() -> dict:
             "pools": {"default_limit": 1},
         },
         "run_monitoring": dict(RUN_MONITORING),
-        "run_retries": {"enabled": True, "max_retries": 1},
+        # Enabled with no retry by default: a location opts in per run with the tag
+        # dagster/max_retries (its automation and jobs set it), as in the cluster's values.
+        "run_retries": {"enabled": True, "max_retries": 0},
         "code_servers": {"local_startup_timeout": 300},
         "telemetry": {"enabled": False},
     }
+    if dagster_home is not None:
+        config["compute_logs"] = {
+            "module": "dagster.core.storage.local_compute_log_manager",
+            "class": "LocalComputeLogManager",
+            "config": {"base_dir": str(dagster_home / COMPUTE_LOGS_FOLDER)},
+        }
+    return config
 
 
 class LocalRunLauncher(dg.DefaultRunLauncher):
@@ -205,7 +223,7 @@ def fail_runs_of_dead_workers(instance: dg.DagsterInstance) -> list[str]:
 def write_instance(dagster_home: Path) -> Path:
     dagster_home.mkdir(parents=True, exist_ok=True)
     path = dagster_home / "dagster.yaml"
-    path.write_text(yaml.safe_dump(instance_config(), sort_keys=False))
+    path.write_text(yaml.safe_dump(instance_config(dagster_home), sort_keys=False))
     return path
 
 

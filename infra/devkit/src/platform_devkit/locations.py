@@ -11,7 +11,7 @@ Secrets and CODEOWNERS.
 
 Standard library only, so scripts without the workspace venv can run it:
 
-    python3 infra/devkit/src/platform_devkit/locations.py names|secrets|codeowners|bootstrap|check
+    python3 infra/devkit/src/platform_devkit/locations.py names|secrets|team-secrets|codeowners|...
 """
 
 import json
@@ -40,6 +40,12 @@ RESERVED_ROLES = frozenset({"dagster", "postgres", "shop_reader"})
 RESERVED_SECRETS = frozenset({"platform-postgres-admin", "dagster-postgresql-secret"})
 # Variables the platform sets for every server: no Secret key may take them.
 SHARED_PREFIXES = ("WAREHOUSE_", "DAGSTER_", "PG")
+# Keys any location's Secret may hold besides its declared ones, absent unless the platform
+# team sets them (infra/kind/secrets.sh when the variable is set, the secret manager in
+# production); a location reads them when present. In a Secret, not the shared ConfigMap, so
+# each team may have its own value, and because a webhook URL carries a token.
+# ALERT_WEBHOOK_URL: where the location's alerts on failed runs and checks are POSTed.
+OPTIONAL_SECRET_KEYS = ("ALERT_WEBHOOK_URL",)
 # PostgreSQL truncates identifiers past 63 bytes.
 MAX_IDENTIFIER = 63
 # A generated password in a Secret's dev/kind default (infra/kind/secrets.sh).
@@ -129,8 +135,9 @@ class Location:
                 **self.secret_keys}  # fmt: skip
 
     def variables(self) -> tuple[str, ...]:
-        """The variables this location's server and runs receive beyond the shared ones."""
-        return (*self.secret_defaults(), *self.environment)
+        """The variables this location's server and runs receive beyond the shared ones (the
+        optional Secret keys when they are set)."""
+        return (*self.secret_defaults(), *OPTIONAL_SECRET_KEYS, *self.environment)
 
     def as_dict(self) -> dict[str, str]:
         """The form the devkit has always used: name, module and folder."""
@@ -224,10 +231,13 @@ def _location(folder: Path, root: Path) -> Location:
             "(no white space or quotes)",
         )  # fmt: skip
     for key in secret_keys:
-        if key.startswith(SHARED_PREFIXES) or key.endswith(("_WAREHOUSE_USER",
-                                                            "_WAREHOUSE_PASSWORD")):  # fmt: skip
+        if key.startswith(SHARED_PREFIXES) or key in OPTIONAL_SECRET_KEYS or key.endswith((
+                "_WAREHOUSE_USER", "_WAREHOUSE_PASSWORD")):  # fmt: skip
             raise _fail(path, root, f"[tool.platform.secret_keys] {key} is set by the platform")
     environment = _strings(declared.get("environment", []), "environment", path, root, VARIABLE)
+    if set(environment) & set(OPTIONAL_SECRET_KEYS):
+        taken = sorted(set(environment) & set(OPTIONAL_SECRET_KEYS))
+        raise _fail(path, root, f"[tool.platform] environment lists {taken}, a Secret key")
     readers = []
     for reader, spec in declared.get("readers", {}).items():
         if not IDENTIFIER.fullmatch(reader) or not isinstance(spec, dict):
@@ -393,6 +403,8 @@ def main(argv: list[str]) -> int:
     commands = {
         "names": lambda found: " ".join(loc.name for loc in found),
         "secrets": lambda found: "\n".join(secret_specs(found)),
+        # The Secrets that may hold OPTIONAL_SECRET_KEYS: the locations' own, not readers'.
+        "team-secrets": lambda found: " ".join(loc.secret for loc in found),
         "codeowners": lambda found: codeowners(found).rstrip("\n"),
         "json": lambda found: json.dumps([loc.as_dict() for loc in found]),
         "bootstrap": lambda found: bootstrap_script(found).rstrip("\n"),

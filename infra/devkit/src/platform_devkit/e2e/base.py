@@ -1,20 +1,27 @@
 """What every e2e driver provides: a running deployment behind a GraphQL URL, the warehouse,
-the export area, and the operations the body performs on one code location."""
+the export area, a receiver for the locations' alerts, and the operations the body performs on
+one code location."""
 
 import abc
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg2
+
 from platform_devkit import locations
+from platform_devkit.e2e.alerts import AlertReceiver
 from platform_devkit.e2e.graphql import DagsterGraphQL
 
 # Variables each team's code server (and its runs) receives; nothing of another team's.
-# The team's own are its declaration's (platform_devkit.locations: its Secret's keys and the
-# platform variables it reads); in Kubernetes the same split is the team Secrets.
+# The team's own are its declaration's (platform_devkit.locations: its Secret's keys, the
+# optional ones such as ALERT_WEBHOOK_URL when set, and the platform variables it reads); in
+# Kubernetes the same split is the team Secrets. DAGSTER_WEBSERVER_URL (the UI's address, for
+# links in alerts) is the same for every team and no secret: in Kubernetes it is a key of the
+# platform's ConfigMap platform-environment.
 SHARED_VARIABLES = (
     "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB", "DAGSTER_PG_USER",
     "DAGSTER_PG_PASSWORD", "WAREHOUSE_HOST", "WAREHOUSE_PORT", "WAREHOUSE_DB",
-    "WAREHOUSE_SSLMODE",
+    "WAREHOUSE_SSLMODE", "DAGSTER_WEBSERVER_URL",
 )  # fmt: skip
 
 
@@ -36,6 +43,8 @@ class Deployment(abc.ABC):
     name: str
     graphql: DagsterGraphQL
     webserver_url: str
+    # What the locations were given as DAGSTER_WEBSERVER_URL (None: not given).
+    linked_webserver_url: str | None = None
 
     def __init__(self, workdir: Path, progress: Callable[[str], None]) -> None:
         # workdir: the deployment's state (databases, credentials); never uploaded.
@@ -43,16 +52,51 @@ class Deployment(abc.ABC):
         self.workdir = workdir
         self.artifacts = workdir
         self.progress = progress
+        # Started by the driver before the code servers, which get its URL as ALERT_WEBHOOK_URL.
+        self.alerts: AlertReceiver | None = None
 
     def __enter__(self) -> "Deployment":
         return self
 
     def __exit__(self, *exc) -> None:
-        return None
+        if self.alerts is not None:
+            self.alerts.stop()
+
+    def start_alerts(self, host: str = "127.0.0.1") -> str:
+        """Start the alert receiver on `host` (an address the runs' code servers reach)."""
+        self.alerts = AlertReceiver(host).start()
+        self.progress(f"alert receiver at {self.alerts.url}")
+        return self.alerts.url
 
     @abc.abstractmethod
+    def admin_settings(self) -> dict[str, str]:
+        """libpq settings (PGHOST, PGPORT, PGUSER, PGPASSWORD) of the administrative role."""
+
+    def _connect(self, database: str):
+        admin = self.admin_settings()
+        return psycopg2.connect(
+            host=admin["PGHOST"], port=admin["PGPORT"], user=admin["PGUSER"],
+            password=admin["PGPASSWORD"], dbname=database,
+        )  # fmt: skip
+
     def query(self, sql: str, database: str = "warehouse") -> list[tuple]:
-        """Run SQL as the administrative role."""
+        """Run SQL as the administrative role; its rows."""
+        conn = self._connect(database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def execute(self, sql: str, database: str = "warehouse") -> None:
+        """Run a statement as the administrative role, committed (ALTER ROLE, ...)."""
+        conn = self._connect(database)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
 
     @abc.abstractmethod
     def export_files(self, folder: str) -> dict[str, bytes]:

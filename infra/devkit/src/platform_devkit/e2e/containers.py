@@ -2,7 +2,8 @@
 from its image, started with the exact `dagsterApiGrpcArgs` of its deploy values, so runs (which
 the server starts as its own subprocesses) execute inside the images.
 
-Containers use the host network: the embedded PostgreSQL listens on 127.0.0.1 only. They run
+Containers use the host network: the embedded PostgreSQL, the webserver and the e2e body's alert
+receiver listen on 127.0.0.1 only, and the servers reach them there as local ones do. They run
 as the images' non-root user with a read-only root filesystem and a tmpfs /tmp, as in the
 cluster; the landing area, export area and Dagster home are bind-mounted at the same paths.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from platform_devkit.e2e.processes import BIN, ProcessesDeployment
+from platform_devkit.instance import COMPUTE_LOGS_FOLDER
 from platform_devkit.paths import REPO_ROOT
 
 REGISTRY = os.environ.get("REGISTRY", "data-platform")
@@ -66,7 +68,10 @@ class ContainersDeployment(ProcessesDeployment):
             Path(self.env["EXPORTS_URL"]),
             Path(self.env["DAGSTER_HOME"]),
         ]
-        for folder in folders:
+        # Inside DAGSTER_HOME (mounted already), made here before a local process (the
+        # webserver, as this machine's user) could create it without write access for others.
+        compute_logs = Path(self.env["DAGSTER_HOME"]) / COMPUTE_LOGS_FOLDER
+        for folder in [*folders, compute_logs]:
             folder.mkdir(parents=True, exist_ok=True)
             # The image's user (uid 10001) writes exports, compute logs and dlt state here.
             folder.chmod(0o777)

@@ -88,11 +88,38 @@ query ($id: ID!) {
 }
 """
 
+# The run's compute log captures: one per step process (multiprocess executor), named by fileKey.
+LOG_CAPTURES_QUERY = """
+query ($id: ID!) {
+  logsForRun(runId: $id) {
+    ... on EventConnection {
+      events { __typename ... on LogsCapturedEvent { fileKey stepKeys } }
+    }
+  }
+}
+"""
+
+# What the UI's log viewer reads: the webserver's compute log manager, for a log key.
+CAPTURED_LOGS_QUERY = """
+query ($key: [String!]!) {
+  capturedLogs(logKey: $key) { stdout stderr }
+}
+"""
+
+LAST_MATERIALIZATION_QUERY = """
+query ($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset { assetMaterializations(limit: 1) { timestamp runId } }
+  }
+}
+"""
+
 RUN_QUERY = """
 query ($id: ID!) {
   runOrError(runId: $id) {
     __typename
-    ... on Run { runId status }
+    ... on Run { runId status startTime endTime tags { key value } }
   }
 }
 """
@@ -209,8 +236,30 @@ class DagsterGraphQL:
             raise GraphQLError(f"launch of {keys} in {location}: {result}")
         return result["run"]["runId"]
 
+    def run(self, run_id: str) -> dict:
+        """runId, status, startTime, endTime (seconds) and tags of one run."""
+        return self.query(RUN_QUERY, {"id": run_id})["runOrError"]
+
     def run_status(self, run_id: str) -> str:
-        return self.query(RUN_QUERY, {"id": run_id})["runOrError"]["status"]
+        return self.run(run_id)["status"]
+
+    def captured_logs(self, run_id: str) -> dict[str, dict]:
+        """The stdout and stderr the webserver shows for each of a run's captures, by fileKey,
+        with the steps each holds: {file key: {"steps": [...], "stdout": str, "stderr": str}}."""
+        events = self.query(LOG_CAPTURES_QUERY, {"id": run_id})["logsForRun"].get("events", [])
+        captures = {}
+        for event in events:
+            if event["__typename"] != "LogsCapturedEvent":
+                continue
+            # The log key the UI builds for a run's capture (ComputeLogManager.build_log_key).
+            key = [run_id, "compute_logs", event["fileKey"]]
+            data = self.query(CAPTURED_LOGS_QUERY, {"key": key})["capturedLogs"]
+            captures[event["fileKey"]] = {
+                "steps": event["stepKeys"] or [],
+                "stdout": data["stdout"] or "",
+                "stderr": data["stderr"] or "",
+            }
+        return captures
 
     def wait_for_run(self, run_id: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
@@ -234,16 +283,73 @@ class DagsterGraphQL:
                 messages.append(f"{event.get('stepKey', 'run')}: {error['message']} {cause}")
         return messages
 
-    def failed_runs(self) -> dict[str, list[str]]:
-        return {
-            f"{r['repositoryOrigin']['repositoryLocationName']}:{r['runId']}": self.run_errors(
-                r["runId"]
-            )
-            for r in self.runs()
-            if r["status"] == "FAILURE"
-        }
+    def failed_runs(self, log_lines: int = 20) -> dict[str, list[str]]:
+        """The errors of every failed run, each with the last lines of its steps' stdout (where
+        dbt's own error is; its exception only says to look there)."""
+        failed = {}
+        for run in self.runs():
+            if run["status"] != "FAILURE":
+                continue
+            errors = self.run_errors(run["runId"])
+            for key, capture in self.captured_logs(run["runId"]).items():
+                tail = capture["stdout"].splitlines()[-log_lines:]
+                if tail:
+                    errors.append(f"{key} stdout, last lines:\n" + "\n".join(tail))
+            failed[f"{run['repositoryOrigin']['repositoryLocationName']}:{run['runId']}"] = errors
+        return failed
 
     # -- assets ------------------------------------------------------------------------------
+    def last_materialization(self, key: str) -> dict | None:
+        """{"timestamp" (ms, a string), "runId"} of the asset's latest materialisation."""
+        result = self.query(LAST_MATERIALIZATION_QUERY, {"key": {"path": key.split("/")}})
+        asset = result["assetOrError"]
+        if asset["__typename"] != "Asset":
+            raise GraphQLError(f"asset {key}: {asset['__typename']}")
+        found = asset["assetMaterializations"]
+        return found[0] if found else None
+
+    def wait_for_materializations(
+        self, keys: set[str], after: float, timeout: float, interval: float = 10
+    ) -> dict[str, dict]:
+        """The first materialisation later than `after` (seconds since the epoch) of each key,
+        once all have one: {key: {"timestamp", "runId"}}."""
+        deadline = time.monotonic() + timeout
+        while True:
+            last = {key: self.last_materialization(key) for key in sorted(keys)}
+            done = {k: m for k, m in last.items() if m and int(m["timestamp"]) / 1000 > after}
+            if len(done) == len(keys):
+                return done
+            active = [r["runId"] for r in self.runs() if r["status"] in ACTIVE_RUN_STATUSES]
+            self.progress(f"  waiting for {sorted(keys - set(done))}; active runs {active}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{sorted(keys - set(done))} not materialised again within {timeout:.0f}s; "
+                    f"failed runs: {self.failed_runs()}"
+                )
+            time.sleep(interval)
+
+    def wait_for_failed_run(self, location: str, since: float, timeout: float = 1200) -> dict:
+        """The first run of `location` started after `since` (seconds) that failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = [
+                r
+                for r in self.runs()
+                if r["repositoryOrigin"]["repositoryLocationName"] == location
+                and (r["startTime"] or 0) > since
+            ]
+            failed = sorted(
+                (r for r in runs if r["status"] == "FAILURE"), key=lambda r: r["startTime"]
+            )
+            if failed:
+                return failed[0]
+            self.progress(
+                f"  waiting for a failed run of {location}: {[r['status'] for r in runs]}"
+            )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no run of {location} failed within {timeout:.0f}s: {runs}")
+            time.sleep(5)
+
     def asset_nodes(self) -> dict[str, dict]:
         return {
             "/".join(node["assetKey"]["path"]): node

@@ -2,7 +2,10 @@
 
 Unless E2E_KIND_REUSE=1 (a cluster already deployed by `make kind-deploy`), it creates the
 cluster, loads the images, creates the Secrets and deploys with the kind overlays, all through
-the Makefile, as the platform team would. It then forwards the webserver and PostgreSQL to
+the Makefile, as the platform team would. The body's alert receiver listens on the kind Docker
+network's gateway (this machine, as the pods see it); its URL goes into every team's Secret as
+ALERT_WEBHOOK_URL (infra/kind/secrets.sh; on a reused cluster the code servers are restarted to
+read it). It then forwards the webserver and PostgreSQL to
 local ports (supervised: each forward is waited for until it answers and restarted when it
 drops, e.g. when a rollout replaces the pod behind it), seeds the demo shop through the forward
 and puts the payment files on the landing volume through the ingestion code server's pod. It
@@ -20,8 +23,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import psycopg2
 
 from platform_devkit.e2e.base import Deployment, location_names
 from platform_devkit.e2e.graphql import DagsterGraphQL
@@ -168,7 +169,22 @@ class KindDeployment(Deployment):
         argv = ["make", "--no-print-directory", *targets]
         argv += [f"{k}={v}" for k, v in {"KUBE_CONTEXT": CONTEXT, **variables}.items()]
         self.progress(" ".join(argv))
-        subprocess.run(argv, cwd=REPO_ROOT, check=True, timeout=1800)
+        # The webhook URL reaches secrets.sh through the environment, not the command line.
+        env = {**os.environ, **({"ALERT_WEBHOOK_URL": self.alerts.url} if self.alerts else {})}
+        subprocess.run(argv, cwd=REPO_ROOT, check=True, timeout=1800, env=env)
+
+    @staticmethod
+    def docker_gateway() -> str:
+        """This machine's IPv4 address on the kind Docker network: where pods reach the host."""
+        gateways = subprocess.run(
+            ["docker", "network", "inspect", "kind", "--format",
+             "{{range .IPAM.Config}}{{.Gateway}} {{end}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        ipv4 = [g for g in gateways if "." in g]
+        if not ipv4:
+            raise RuntimeError(f"the kind Docker network has no IPv4 gateway: {gateways}")
+        return ipv4[0]
 
     def secret(self, name: str) -> dict[str, str]:
         data = json.loads(self.kubectl("get", "secret", name, "-o", "json"))["data"]
@@ -213,6 +229,7 @@ class KindDeployment(Deployment):
             return self._start()
         except BaseException:
             self._stop_forwards()
+            super().__exit__()
             raise
 
     def _stop_forwards(self) -> None:
@@ -220,7 +237,18 @@ class KindDeployment(Deployment):
             forward.stop()
 
     def _start(self) -> "KindDeployment":
-        if os.environ.get("E2E_KIND_REUSE") != "1":
+        reuse = os.environ.get("E2E_KIND_REUSE") == "1"
+        if not reuse:
+            self.make("kind-up")  # the Docker network the receiver listens on
+        self.start_alerts(self.docker_gateway())
+        if reuse:
+            self.make("secrets")
+            # Environment variables are read at start: the servers restart with the new URL.
+            deployments = [f"deployment/{self.deployment_of(n)}" for n in location_names()]
+            self.kubectl("rollout", "restart", *deployments)
+            for deployment in deployments:
+                self.kubectl("rollout", "status", deployment, "--timeout=300s")
+        else:
             self.make("kind-deploy", TAG=self.tag)
         # The webserver listens on 8080: a non-root process cannot bind a port below 1024.
         web_port = self.port_forward(f"svc/{WEBSERVER_SERVICE}", 8080)
@@ -255,21 +283,13 @@ class KindDeployment(Deployment):
 
     def __exit__(self, *exc) -> None:
         self._stop_forwards()
+        super().__exit__(*exc)
         if os.environ.get("E2E_KIND_KEEP") != "1" and os.environ.get("E2E_KIND_REUSE") != "1":
             self.make("kind-down")
 
     # -- data --------------------------------------------------------------------------------
-    def query(self, sql: str, database: str = "warehouse") -> list[tuple]:
-        conn = psycopg2.connect(
-            host=self.admin["PGHOST"], port=self.admin["PGPORT"], user=self.admin["PGUSER"],
-            password=self.admin["PGPASSWORD"], dbname=database,
-        )  # fmt: skip
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                return cur.fetchall()
-        finally:
-            conn.close()
+    def admin_settings(self) -> dict[str, str]:
+        return self.admin
 
     def _files(self, location: str, root: str, folder: str) -> dict[str, bytes]:
         listing = json.loads(self.python_in(location, _READ_FILES, root, folder))

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg2
 import yaml
 
 from platform_devkit.e2e.base import Deployment, location_environment, location_names
@@ -20,7 +19,9 @@ from platform_devkit.postgres import free_port
 
 BIN = Path(sys.executable).parent
 # Variables of the platform that must not leak in from the shell running the tests.
-_PLATFORM_PREFIXES = ("PG", "DAGSTER_", "WAREHOUSE_", "SHOP_DB_", "PAYMENTS_", "EXPORTS_", "DBT_")
+_PLATFORM_PREFIXES = (
+    "PG", "DAGSTER_", "WAREHOUSE_", "SHOP_DB_", "PAYMENTS_", "EXPORTS_", "DBT_", "ALERT_",
+)  # fmt: skip
 
 
 def clean_environ() -> dict[str, str]:
@@ -53,7 +54,15 @@ class ProcessesDeployment(Deployment):
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "ProcessesDeployment":
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.env = self.platform.up(size=self.size)
+        port = free_port()
+        self.webserver_url = self.linked_webserver_url = f"http://127.0.0.1:{port}"
+        # The code servers need both at start: their alert sensors post to the receiver, with
+        # links to the webserver.
+        self.env = {
+            **self.platform.up(size=self.size),
+            "ALERT_WEBHOOK_URL": self.start_alerts(),
+            "DAGSTER_WEBSERVER_URL": self.webserver_url,
+        }
         for name in location_names():
             self.ports[name] = free_port()
             self.start_location(name)
@@ -66,8 +75,6 @@ class ProcessesDeployment(Deployment):
                 ]
             })
         )  # fmt: skip
-        port = free_port()
-        self.webserver_url = f"http://127.0.0.1:{port}"
         system_env = {**clean_environ(), **self.system_environment()}
         self.progress(f"starting webserver ({self.webserver_url}) and daemon")
         self.system = [
@@ -86,6 +93,7 @@ class ProcessesDeployment(Deployment):
         for process in [*self.system, *self.servers.values()]:
             _stop(process)
         self.platform.stop_postgres()
+        super().__exit__(*exc)
 
     def system_environment(self) -> dict[str, str]:
         """Webserver and daemon: Dagster's storage only, no team credentials."""
@@ -141,18 +149,8 @@ class ProcessesDeployment(Deployment):
         self.start_location(name)
 
     # -- data --------------------------------------------------------------------------------
-    def query(self, sql: str, database: str = "warehouse") -> list[tuple]:
-        admin = self.platform.settings.admin()
-        conn = psycopg2.connect(
-            host=admin["PGHOST"], port=admin["PGPORT"], user=admin["PGUSER"],
-            password=admin["PGPASSWORD"], dbname=database,
-        )  # fmt: skip
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                return cur.fetchall()
-        finally:
-            conn.close()
+    def admin_settings(self) -> dict[str, str]:
+        return self.platform.settings.admin()
 
     def export_files(self, folder: str) -> dict[str, bytes]:
         root = Path(self.env["EXPORTS_URL"])
