@@ -88,6 +88,11 @@ def test_every_location_folder_is_in_the_workspace_and_every_entry_has_a_folder(
          'WAREHOUSE_HOST = "x"', "WAREHOUSE_HOST is set by the platform"),
         ("ingestion", 'SHOP_DB_PASSWORD = "random"', 'SHOP_DB_PASSWORD = "two words"',
          "no white space or quotes"),
+        # Every team's Secret may hold ALERT_WEBHOOK_URL; no declaration may take it.
+        ("ingestion", 'SHOP_DB_PASSWORD = "random"', 'SHOP_DB_PASSWORD = "random"\n'
+         'ALERT_WEBHOOK_URL = "x"', "ALERT_WEBHOOK_URL is set by the platform"),
+        ("exports", 'environment = ["EXPORTS_URL"]',
+         'environment = ["EXPORTS_URL", "ALERT_WEBHOOK_URL"]', "a Secret key"),
         ("exports", 'writes = ["bi"]', 'writes = ["bi\\n"]', "writes: ['bi\\n']"),
         ("exports", 'writes = ["bi"]', f'writes = ["{"b" * 64}"]', "writes: ['bbbb"),
     ],
