@@ -1,5 +1,5 @@
-"""The local Dagster instance (dagster.yaml), its run launcher, and the workspace
-(workspace.yaml).
+"""The local Dagster instance (dagster.yaml) and its run launcher; `make dev` runs `dg dev`,
+which reads the workspace from dg.toml.
 
 The instance mirrors what the Helm values give the cluster: PostgreSQL storage, a queued run
 coordinator with limits, run monitoring (with the same timeouts), run retries (enabled, none by
@@ -230,20 +230,3 @@ def write_instance(dagster_home: Path) -> Path:
 def locations() -> list[dict[str, str]]:
     """Every code location listed in dg.toml, declarations checked: name, module and folder."""
     return [loc.as_dict() for loc in declared_locations.load(REPO_ROOT)]
-
-
-def write_workspace(path: Path) -> Path:
-    """workspace.yaml for `dagster dev`: one code server process per location."""
-    entries = [
-        {
-            "python_module": {
-                "module_name": loc["module"],
-                "location_name": loc["name"],
-                "working_directory": loc["path"],
-            }
-        }
-        for loc in locations()
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"load_from": entries}, sort_keys=False))
-    return path
