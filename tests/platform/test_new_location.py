@@ -5,13 +5,14 @@ charts from the configured chart repository, where it answers) and `dg check def
 layer (tests/images) builds it where Docker runs."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from platform_devkit import locations
+from platform_devkit import locations, scaffold
 from platform_devkit.scaffold import ScaffoldError, check_name
 from platform_devkit.testing import copy_repository
 
@@ -99,6 +100,38 @@ def test_its_test_the_contracts_the_bootstrap_and_the_charts_pass_for_it(scaffol
     # The new location is among what ran: its own tests and the per-location chart contracts.
     assert f"locations/{NAME}/tests/test_revenue_last_30_days.py" in collected.stdout
     assert f"[{NAME}]" in collected.stdout
+
+
+def test_its_files_pass_the_repositorys_lint_as_written(scaffolded):
+    """make lint runs ruff over the whole repository: a scaffold whose imports sort wrong for
+    its name would fail the team's first pull request."""
+    root, _, _ = scaffolded
+    ruff = str(Path(sys.executable).parent / "ruff")
+    folder = f"locations/{NAME}"
+    checked = run([ruff, "check", "--no-cache", folder], root)
+    formatted = run([ruff, "format", "--check", "--no-cache", folder], root)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+@pytest.mark.parametrize("name", ["aardvark", "zebra"])
+def test_first_party_imports_sort_for_names_before_and_after_the_platform_modules(name, tmp_path):
+    """The example asset imports the location's own module and platform_ops, both first-party:
+    their order depends on the name."""
+    # What ruff and the scaffold read: the root configuration, the lock, the libraries.
+    root = tmp_path / "repo"
+    (root / "locations").mkdir(parents=True)
+    for file in ("pyproject.toml", "uv.lock"):
+        shutil.copy2(REPO / file, root / file)
+    (root / "libs").symlink_to(REPO / "libs")
+    written = [root / path for path in scaffold.render(name, TEAM, root)]
+    ruff = str(Path(sys.executable).parent / "ruff")
+    files = [str(path) for path in written if path.suffix == ".py"]
+    checked = run([ruff, "check", "--no-cache", "--select", "I", *files], root)
+
+    assert files
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_dg_check_defs_loads_it_with_the_workspace(scaffolded):

@@ -15,6 +15,7 @@ import keyword
 import re
 import shutil
 import string
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -99,7 +100,25 @@ def render(name: str, team: str, root: Path = locations.REPO_ROOT) -> list[Path]
         written.append(path.relative_to(root))
     # dg runs a project's code with the interpreter at <project>/.venv: the workspace's.
     (target / ".venv").symlink_to(Path("..") / ".." / ".venv")
+    tidy(target, root)
     return written
+
+
+def tidy(target: Path, root: Path) -> None:
+    """Sort the new files' imports and format them with the repository's ruff settings, so the
+    location passes `make lint` as written. Where its module sorts among the first-party ones
+    depends on its name, which a static template cannot know. Without ruff (a workspace
+    installed without its dev tools) the files stay as the template wrote them."""
+    ruff = Path(sys.executable).parent / "ruff"
+    if not ruff.exists():
+        found = shutil.which("ruff")
+        if found is None:
+            return
+        ruff = Path(found)
+    for args in (["check", "--select", "I", "--fix"], ["format"]):
+        subprocess.run(
+            [str(ruff), *args, "--quiet", str(target)], cwd=root, check=True, timeout=120
+        )
 
 
 def add_to_workspace(name: str, root: Path = locations.REPO_ROOT) -> None:
