@@ -126,9 +126,33 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+# Where the alerts' run links point (platform_ops.alerts).
+WEBSERVER_VARIABLE = "DAGSTER_WEBSERVER_URL"
+# Bind addresses a browser cannot open: the UI behind them is reached on the loopback.
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # noqa: S104 - recognised, not bound
+
+
+def webserver_url(host: str, port: int) -> str:
+    """The address a browser opens for the UI `dg dev` serves on host:port."""
+    reachable = "127.0.0.1" if host in _WILDCARD_HOSTS else host
+    if ":" in reachable:  # an IPv6 address
+        reachable = f"[{reachable}]"
+    return f"http://{reachable}:{port}"
+
+
+def dev_environment(
+    platform_env: dict[str, str], host: str, port: int, environ: dict[str, str]
+) -> dict[str, str]:
+    """What `dg dev` and the code servers it starts get on top of the shell's variables: the
+    platform's, and DAGSTER_WEBSERVER_URL so that alerts link to this UI; one the shell sets
+    (a proxy in front of the UI) is kept."""
+    url = environ.get(WEBSERVER_VARIABLE, "").strip() or webserver_url(host, port)
+    return {**platform_env, WEBSERVER_VARIABLE: url}
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     platform = LocalPlatform()
-    env = platform.up(size=args.size)
+    env = dev_environment(platform.up(size=args.size), args.host, args.port, dict(os.environ))
     say(
         f"starting Dagster (dg dev: webserver, daemon, a code server per location) on "
         f"http://{args.host}:{args.port}; Ctrl-C stops it, PostgreSQL keeps running (make down)"
