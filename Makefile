@@ -22,9 +22,10 @@ TAG ?= $(shell git rev-parse --short HEAD)
 # Layers with their own targets, one file each: images (mk/images.mk), deployment
 # (mk/deploy.mk), end-to-end (mk/e2e.mk), benchmarks (mk/bench.mk). Each may add to
 # CI_TOOLS (installed before the tests, so e.g. helm-backed tests run) and CI_SLOW (run after
-# `make test`: image builds, container and end-to-end layers).
+# `make test`: image builds, container and end-to-end layers). test-slow comes first, right
+# after `make test`: the two together are every unit, integration and chart test.
 CI_TOOLS :=
-CI_SLOW :=
+CI_SLOW := test-slow
 include $(sort $(wildcard mk/*.mk))
 
 .PHONY: help
@@ -59,12 +60,25 @@ prepare: setup ## Re-prepare the dbt manifest (defs state) beside a running make
 run: setup ## Headless: materialise every asset of every location in order, print a summary table
 	@$(UV) run --frozen devkit run
 
+# Two layers of the same tests: `make test` leaves out the slow ones (marked `slow`, most of
+# them from the list in tests/conftest.py: a scaffolded copy of the repository, dbt builds of
+# the whole project, `dg` loading every location), which `make test-slow` runs; `make ci`
+# runs both.
+PYTEST_LAYERS := not docker and not kind and not e2e
+
 .PHONY: test
-test: setup ## Unit, integration and chart tests on an embedded PostgreSQL (needs Python; installs helm)
+test: setup ## Unit, integration and chart tests on an embedded PostgreSQL, without the slow ones (installs helm)
 	@infra/helm/install-tools.sh $(TOOLS_BIN) \
 		|| echo "==> helm and kubectl are not installed (above): the chart tests will skip"
-	@echo "==> pytest (unit + integration)"
-	@$(UV) run --frozen pytest -m "not docker and not kind and not e2e" --durations=10
+	@echo "==> pytest (unit + integration, not slow)"
+	@$(UV) run --frozen pytest -m "$(PYTEST_LAYERS) and not slow" --durations=10
+
+.PHONY: test-slow
+test-slow: setup ## The slow tests make test leaves out: scaffolding, whole-project dbt builds, dg loads
+	@infra/helm/install-tools.sh $(TOOLS_BIN) \
+		|| echo "==> helm and kubectl are not installed (above): the chart tests will skip"
+	@echo "==> pytest (slow: tests marked slow, tests/conftest.py lists most)"
+	@$(UV) run --frozen pytest -m "$(PYTEST_LAYERS) and slow" --durations=10
 
 # Slower than `make test` allows (Dagster with every location starts in a minute or more).
 .PHONY: test-dev

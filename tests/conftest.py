@@ -1,5 +1,6 @@
 """Fixtures for cross-location tests: every location's definitions, loaded by module name
-(locations never import each other; only tests and the platform see them all)."""
+(locations never import each other; only tests and the platform see them all). And the list
+of slow tests, which `make test` leaves to `make test-slow`."""
 
 from pathlib import Path
 
@@ -9,6 +10,65 @@ import pytest
 from platform_devkit.defs_state import prepare
 from platform_devkit.instance import locations
 from platform_devkit.runner import load_definitions
+
+# The slow layer: `make test` leaves these out (-m "not slow"), `make test-slow` runs them, and
+# `make ci` runs both. Kept here rather than as marks in the test files, so one list says what
+# is slow and why; the rest of `make test` still covers every area (each location's own tests,
+# the bootstrap, the contracts, the chart renders, one mart and one export read back). Tests
+# that mark themselves `slow` (tests/platform/test_new_location.py, tests/test_dg_workspace.py,
+# ...) are not repeated here. Module (relative to the repository root) -> test -> seconds, one
+# run on the 2-core CI machine shape with other work beside it: what the entry saves.
+SLOW: dict[str, dict[str, int]] = {
+    # dbt builds of the whole project, several times over (a partial build, then a change).
+    "tests/pipeline/test_marts.py": {
+        "test_a_cross_model_test_a_partial_build_skipped_runs_when_its_models_are_fresh": 63,
+        "test_fct_orders_picks_up_changed_orders_incrementally": 38,
+        "test_a_failing_dbt_test_fails_its_check_while_unrelated_models_stand": 21,
+        "test_models_that_do_not_need_payments_build_before_the_first_payment_file": 17,
+    },
+    # Every export written again, and a write killed half-way through in a subprocess.
+    "tests/pipeline/test_exports.py": {
+        "test_a_failure_in_the_middle_of_a_write_leaves_the_previous_snapshot": 101,
+        "test_rerunning_the_exports_replaces_and_never_duplicates": 34,
+    },
+    # Waits out the retry back-off against a warehouse that refuses connections.
+    "tests/pipeline/test_recovery.py": {
+        "test_a_dbt_build_that_cannot_reach_the_warehouse_is_retried": 31,
+    },
+    # The daemon's run monitoring: a killed worker, a database back after a restart.
+    "infra/devkit/tests/test_run_monitoring.py": {
+        "test_a_run_whose_worker_was_killed_is_failed_by_run_monitoring_and_frees_its_slot": 46,
+        "test_a_run_that_lost_its_database_mid_load_is_failed_once_the_server_is_back": 42,
+    },
+    # A run held behind a busy pool, then signalled.
+    "infra/devkit/tests/test_runner.py": {
+        "test_sigterm_stops_a_run_that_waits_for_a_busy_pool": 25,
+    },
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests SLOW lists `slow` (before -m selects). A listed test missing from a module
+    that was collected is an error: a renamed test would otherwise leave the list unnoticed."""
+    found: dict[str, set[str]] = {}
+    for item in items:
+        module, _, name = item.nodeid.partition("::")
+        name = name.split("[", 1)[0]
+        found.setdefault(module, set()).add(name)
+        if name in SLOW.get(module, {}):
+            item.add_marker(pytest.mark.slow)
+    stale = [
+        f"{module}::{name}"
+        for module, names in SLOW.items()
+        if module in found
+        for name in names
+        if name not in found[module]
+    ]
+    if stale:
+        raise pytest.UsageError(
+            f"tests/conftest.py SLOW names tests that do not exist: {', '.join(stale)}"
+        )
 
 
 @pytest.fixture(scope="session")

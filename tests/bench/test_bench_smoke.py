@@ -1,11 +1,14 @@
-"""The benchmark harness (infra/bench, `make bench`): its ratio arithmetic, and one benchmark
-run end to end at the smallest size, with the checks it makes on every run."""
+"""The benchmark harness (infra/bench, `make bench`): its ratio arithmetic, and benchmarks run
+end to end at the smallest size, with the checks they make on every run."""
 
 import json
+import os
+import shutil
 
 import pytest
 
 from platform_bench import stats, suites
+from platform_bench.locations import copy_transformation, transformation_location
 from platform_bench.platform import BenchPlatform
 from platform_bench.report import write_json, write_markdown
 
@@ -96,3 +99,26 @@ def test_the_ingestion_benchmark_runs_at_the_tiny_size_and_reports_paired_ratios
     figures = {f["name"]: f for f in written["sections"][0]["figures"]}
     assert figures["product throughput / COPY limit"]["runs"] == 2
     assert "| product throughput / COPY limit | x |" in (tmp_path / "benchmarks.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_dbt_load_benchmark_loads_without_parsing_under_the_dev_flag(server_tmp_path):
+    if (os.environ.get("UV") or shutil.which("uv")) is None:
+        pytest.skip("uv is not on PATH (make setup installs it): it makes the location's venv")
+    work = server_tmp_path / "work"
+    with BenchPlatform(work) as platform:
+        copy = copy_transformation(work)
+        location = transformation_location(work, copy)
+        section = suites.dbt_load(platform, location, copy, repetitions=1)
+
+    figures = {f.name: f for f in section.figures}
+    prepared = figures["load with the prepared manifest"].samples
+    dev = figures["load under the dev flag (DAGSTER_IS_DEV_CLI=1)"].samples
+    preparing = figures["preparing the defs state (dbt parse)"].samples
+    assert len(prepared) == len(dev) == len(preparing) == 1
+    assert figures["dev-flag load / prepared"].samples == pytest.approx([dev[0] / prepared[0]])
+    # Preparing runs dbt parse on top of a load: the pair costs more than the load alone.
+    assert figures["(preparing + load) / prepared load"].median > 1
+    assert section.notes[0].endswith("materialisable assets in every mode.")
+    assert int(section.notes[0].split()[0]) > 0

@@ -1,10 +1,12 @@
-"""The transformation location: its load time with the prepared manifest against parsing the
-dbt project at load, and a full dbt build through Dagster.
+"""The transformation location: its load time with the prepared manifest, under the dev flag,
+and against preparing the manifest first; and a full dbt build through Dagster.
 
-Parsing at load is what DbtProjectComponent does under `dagster dev` (DAGSTER_IS_DEV_CLI set:
-it refreshes its defs state, i.e. runs `dbt parse`, while the definitions load); everywhere
-else it reads the state prepared beforehand (locations/transformation/tests/test_load.py holds
-that). Both modes run in a fresh interpreter, like a code server starting.
+Loading only reads the defs state (the dbt manifest), in dev too: the location's
+DbtProjectComponent has `prepare_if_dev: false`, so DAGSTER_IS_DEV_CLI (set by `dg dev` and
+`dagster dev` for their code servers) no longer runs `dbt parse` at load. What a start would pay
+without prepared state is the preparation itself (`dg utils refresh-defs-state` in the image
+build, the devkit beside running servers), measured here in the location's own environment
+before a load. Every run happens in a fresh interpreter, like a code server starting.
 """
 
 import json
@@ -32,8 +34,24 @@ print(json.dumps({
     "module": transformation.__file__,
 }))
 """
-PARSE_AT_LOAD = {"DAGSTER_IS_DEV_CLI": "1"}
-# The credential-free dbt target (profiles.yml), in both modes: parsing never connects.
+# Refreshes every state-backed component's defs state in place, the step `dg utils
+# refresh-defs-state` runs for each (dagster_dg_cli.cli.defs_state): dg itself is not in the
+# location's environment, which is the image's.
+PREPARE = """
+import asyncio, json, sys, time
+from pathlib import Path
+started = time.perf_counter()
+import dagster as dg
+from dagster.components.core.component_tree import ComponentTree
+tree = ComponentTree.for_project(Path(sys.argv[1]))
+components = tree.get_all_components(dg.StateBackedComponent)
+for component in components:
+    asyncio.run(component.refresh_state(tree.project_root))
+print(json.dumps({"seconds": time.perf_counter() - started, "components": len(components)}))
+"""
+# What `dg dev` and `dagster dev` set for their code servers; loads must ignore it.
+DEV_FLAG = {"DAGSTER_IS_DEV_CLI": "1"}
+# The credential-free dbt target (profiles.yml), in every mode: parsing never connects.
 PARSE_TARGET = {"DBT_TARGET": "parse"}
 DBT_SCHEMAS = ("staging", "marts")
 
@@ -43,19 +61,22 @@ class Load:
     seconds: float
     in_process: float
     assets: int
-    manifest_rewritten: bool
 
 
-def load_once(location: Location, env: dict[str, str], copy: Path, parse: bool) -> Load:
-    """Load the location's definitions in a new interpreter; time it from spawn to exit."""
+def _without_dev_flag(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in DEV_FLAG}
+
+
+def load_once(location: Location, env: dict[str, str], copy: Path, dev: bool) -> Load:
+    """Load the location's definitions in a new interpreter (with the dev flag if `dev`); time
+    it from spawn to exit. Fails if the load rewrote the prepared manifest."""
     manifest = manifest_of(copy)
     before = manifest.stat().st_mtime_ns
-    extra = {**PARSE_TARGET, **(PARSE_AT_LOAD if parse else {})}
-    base = {k: v for k, v in env.items() if k != "DAGSTER_IS_DEV_CLI"}
+    extra = {**PARSE_TARGET, **(DEV_FLAG if dev else {})}
     started = time.perf_counter()
     result = subprocess.run(
         [location.python, "-c", LOAD],
-        env=location.environment({**base, **extra}),
+        env=location.environment({**_without_dev_flag(env), **extra}),
         capture_output=True,
         text=True,
         timeout=600,
@@ -66,34 +87,46 @@ def load_once(location: Location, env: dict[str, str], copy: Path, parse: bool) 
     report = json.loads(result.stdout.strip().splitlines()[-1])
     if not report["module"].startswith(str(copy)):
         raise RuntimeError(f"transformation imported from {report['module']}, not from {copy}")
-    rewritten = manifest_of(copy).stat().st_mtime_ns != before
-    if rewritten != parse:
+    if manifest_of(copy).stat().st_mtime_ns != before:
         raise RuntimeError(
-            f"parse={parse} but the manifest was {'rewritten' if rewritten else 'left alone'}: "
-            "the load did not run in the mode it was meant to measure"
+            f"loading with dev={dev} rewrote {manifest}: loads must only read the defs state "
+            "(prepare_if_dev: false in the location's defs.yaml)"
         )
-    return Load(seconds, report["seconds"], report["assets"], rewritten)
+    return Load(seconds, report["seconds"], report["assets"])
 
 
-def prepare_copy(location: Location, env: dict[str, str], copy: Path) -> None:
-    """Prepare the copy's defs state, unless prepared: one load in parse-at-load mode writes
-    it."""
+def prepare_once(location: Location, env: dict[str, str], copy: Path) -> float:
+    """Refresh the copy's defs state (`dbt parse`) in a new interpreter; seconds from spawn to
+    exit. Fails unless the manifest was written anew."""
     try:
-        manifest_of(copy)
-        return
+        before = manifest_of(copy).stat().st_mtime_ns
     except FileNotFoundError:
-        pass
-    base = {k: v for k, v in env.items() if k != "DAGSTER_IS_DEV_CLI"}
+        before = None
+    started = time.perf_counter()
     result = subprocess.run(
-        [location.python, "-c", LOAD],
-        env=location.environment({**base, **PARSE_TARGET, **PARSE_AT_LOAD}),
+        [location.python, "-c", PREPARE, str(copy)],
+        cwd=copy,
+        env=location.environment({**_without_dev_flag(env), **PARSE_TARGET}),
         capture_output=True,
         text=True,
         timeout=600,
     )
+    seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"preparing the transformation copy failed:\n{result.stderr[-3000:]}")
-    manifest_of(copy)
+    if json.loads(result.stdout.strip().splitlines()[-1])["components"] == 0:
+        raise RuntimeError(f"no state-backed component found under {copy}")
+    if manifest_of(copy).stat().st_mtime_ns == before:
+        raise RuntimeError(f"preparing {copy} left its manifest as it was")
+    return seconds
+
+
+def prepare_copy(location: Location, env: dict[str, str], copy: Path) -> None:
+    """Prepare the copy's defs state, unless prepared."""
+    try:
+        manifest_of(copy)
+    except FileNotFoundError:
+        prepare_once(location, env, copy)
 
 
 # -- the full build -------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ a second). The workspace venv would not do: it holds every location's libraries,
 dbt-core, dagster-dlt with dlt, ...) to publish their component types, so each location would
 pay for the others' libraries at start.
 
-The transformation location runs from a private copy of its folder: the parse-at-load
-measurements rewrite its prepared defs state, and in the shared checkout other processes
+The transformation location runs from a private copy of its folder: the benchmark of its
+preparation rewrites its defs state, and in the shared checkout other processes
 (tests, `make dev`) read and refresh that state at the same time. The copy is the same code and
 dbt project, put first on PYTHONPATH, ahead of the environment's editable install.
 """
@@ -103,26 +103,28 @@ def location_venv(name: str, workdir: Path) -> Path:
     return venv / "bin"
 
 
+def transformation_location(workdir: Path, transformation_copy: Path) -> Location:
+    """The transformation location in its own environment, its code from the copy."""
+    return Location(
+        "transformation",
+        "transformation.definitions",
+        location_venv("transformation", workdir),
+        pythonpath=(str(transformation_copy / "src"),),
+        # Code servers run dbt with the warehouse target; nothing connects at load.
+        env={"DBT_TARGET": "dev"},
+    )
+
+
 def workspace_locations(workdir: Path, transformation_copy: Path) -> list[Location]:
     """Every location of dg.toml, in its order, each in its own environment; transformation
     from the copy."""
     found = []
     for location in locations():
         name = location["name"]
-        bin_dir = location_venv(name, workdir)
         if name == "transformation":
-            found.append(
-                Location(
-                    name,
-                    location["module"],
-                    bin_dir,
-                    pythonpath=(str(transformation_copy / "src"),),
-                    # Code servers run dbt with the warehouse target; nothing connects at load.
-                    env={"DBT_TARGET": "dev"},
-                )
-            )
+            found.append(transformation_location(workdir, transformation_copy))
         else:
-            found.append(Location(name, location["module"], bin_dir))
+            found.append(Location(name, location["module"], location_venv(name, workdir)))
     return found
 
 
