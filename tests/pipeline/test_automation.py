@@ -48,9 +48,12 @@ class Daemon:
             for name, defs in location_defs.items()
         }
         self.cursors: dict[str, object] = dict.fromkeys(self.views)
+        # The asset checks the latest tick requested (tick() returns the assets).
+        self.checks: set[dg.AssetCheckKey] = set()
 
     def tick(self) -> set[str]:
         requested = set()
+        self.checks = set()
         for name, defs in self.views.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", dg.BetaWarning)
@@ -63,6 +66,11 @@ class Daemon:
                 for r in result.results
                 if r.true_subset.size and r.key in self.own[name]
             }
+            self.checks |= {
+                r.key
+                for r in result.results
+                if r.true_subset.size and isinstance(r.key, dg.AssetCheckKey)
+            }
         return requested
 
     def materialized(self, keys: set[str], partition: str | None = None) -> None:
@@ -71,6 +79,16 @@ class Daemon:
                 dg.AssetMaterialization(dg.AssetKey.from_user_string(key), partition=partition)
             )
 
+    def checked(self, key: dg.AssetCheckKey) -> None:
+        self.instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(asset_key=key.asset_key, check_name=key.name, passed=True)
+        )
+
+
+# The business rule: a dbt test of fct_orders that also reads stg_payments.
+CROSS_MODEL_TEST = dg.AssetCheckKey(
+    dg.AssetKey(["marts", "fct_orders"]), "assert_no_order_is_paid_more_than_its_total"
+)
 
 # The product's own flow; a team's locations (make new-location) have their own tests.
 PRODUCT = ("ingestion", "transformation", "exports")
@@ -116,3 +134,32 @@ def test_exports_follow_the_marts_once_they_have_materialised(daemon):
 
     assert daemon.tick() == EXPORTS
     assert daemon.tick() == set()
+
+
+def test_a_cross_model_test_runs_once_after_a_partial_build_and_is_not_requested_again(daemon):
+    daemon.tick()
+    daemon.materialized(SHOP)
+    daemon.materialized({"raw/payments"}, partition="2026-03-08")
+    assert daemon.tick() == DBT_MODELS
+    # Requested with both its models: the full build runs it.
+    assert CROSS_MODEL_TEST in daemon.checks
+    daemon.materialized(DBT_MODELS)
+    daemon.checked(CROSS_MODEL_TEST)
+    daemon.tick()
+    assert CROSS_MODEL_TEST not in daemon.checks
+
+    # A build of fct_orders alone (a manual launch, a retry): dbt skipped the rule in it.
+    daemon.materialized({"marts/fct_orders"})
+    downstream = daemon.tick()
+    assert CROSS_MODEL_TEST in daemon.checks
+    requested = daemon.checks
+    daemon.materialized(downstream)
+    for check in requested:
+        daemon.checked(check)
+
+    # The first tick after the rule ran, and the next: no re-request loop.
+    daemon.tick()
+    assert CROSS_MODEL_TEST not in daemon.checks
+    assert daemon.checks == set()
+    daemon.tick()
+    assert daemon.checks == set()

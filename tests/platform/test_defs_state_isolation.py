@@ -4,11 +4,16 @@ A code server of the transformation location (with webserver and daemon, as `mak
 them) builds dbt models while `dg check defs` runs beside it and while the devkit prepares the
 dbt manifest again: every run succeeds, `dg check defs` leaves the state the server reads as it
 was, and the devkit's preparation takes effect as a new folder switched to in one rename.
+Loaded definitions name the version folder itself, and the devkit keeps a version while any
+process that loaded its definitions lives.
 """
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from platform_devkit.paths import REPO_ROOT
 from platform_devkit.postgres import free_port
 from platform_devkit.runner import load_definitions
 from platform_devkit.testing import materialize, wait_until
+from transformation.dbt_component import pin_state_version
 
 LOCATION = REPO_ROOT / "locations" / "transformation"
 # A model over one ingestion table: a run is a real dbt build, short enough to run three.
@@ -171,3 +177,100 @@ def test_a_version_stays_while_a_process_works_in_it_and_in_place_state_becomes_
     assert remove_unused_versions(root) == [old]
     assert sorted(versions.iterdir()) == [new]
     assert set(root.iterdir()) == {versions, link}
+
+
+# A process that loaded the location's definitions, as a code server or a run worker does: it
+# prints the paths its dbt project uses, then, on each line it reads, what it finds at them.
+READER = """
+import hashlib, json, sys
+from pathlib import Path
+from transformation.definitions import defs
+
+graph = defs().resolve_asset_graph()
+project = graph.get(next(iter(graph.materializable_asset_keys))).metadata["dagster_dbt/project"]
+names = ("project_dir", "manifest_path", "profiles_dir")
+paths = {name: str(getattr(project, name)) for name in names}
+print(json.dumps(paths), flush=True)
+for _ in sys.stdin:
+    print(json.dumps({
+        "manifest": hashlib.sha256(project.manifest_path.read_bytes()).hexdigest(),
+        "project_file": (project.project_dir / "dbt_project.yml").is_file(),
+        "profiles": (project.profiles_dir / "profiles.yml").is_file(),
+    }), flush=True)
+"""
+
+
+def test_loaded_definitions_name_the_version_folder_which_outlives_a_re_prepare():
+    prepare(LOCATION, progress=lambda _: None)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env={k: v for k, v in os.environ.items() if k != "DAGSTER_IS_DEV_CLI"},
+    )  # fmt: skip
+    try:
+        paths = {name: Path(path) for name, path in json.loads(reader.stdout.readline()).items()}
+        version = state_link().resolve()
+        # Every path names the concrete version, none goes through the link.
+        assert paths["project_dir"] == version / "project"
+        assert paths["manifest_path"] == version / "project" / "target" / "manifest.json"
+        assert paths["profiles_dir"] == version / "project"
+        assert all(os.path.realpath(path) == str(path) for path in paths.values())
+        assert VERSIONS in paths["project_dir"].parts
+        manifest = hashlib.sha256(paths["manifest_path"].read_bytes()).hexdigest()
+
+        # Two preparations: after the second the reader's version is neither current nor the
+        # one just replaced, and no dbt works in it; only the reader's lock keeps it.
+        assert prepare(LOCATION, progress=lambda _: None, force=True)
+        assert prepare(LOCATION, progress=lambda _: None, force=True)
+        assert state_link().resolve() != version
+
+        reader.stdin.write("read\n")
+        reader.stdin.flush()
+        seen = json.loads(reader.stdout.readline())
+        assert seen == {"manifest": manifest, "project_file": True, "profiles": True}
+    finally:
+        reader.stdin.close()
+        reader.wait(60)
+    assert reader.returncode == 0
+
+
+PIN = (
+    "import sys; from pathlib import Path; from transformation.dbt_component import "
+    "pin_state_version; print(pin_state_version(Path(sys.argv[1])), flush=True); sys.stdin.read()"
+)
+
+
+def test_the_devkit_keeps_a_version_while_a_process_that_pinned_it_lives(tmp_path: Path):
+    root = tmp_path / ".local_defs_state"
+    link = root / "Component__key__"
+    old, new = root / VERSIONS / "old", root / VERSIONS / "new"
+    for version in (old, new):
+        (version / "project").mkdir(parents=True)
+        (version / "state").touch()
+    switch(link, old)
+
+    reader = subprocess.Popen(
+        [sys.executable, "-c", PIN, link / "state"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout.readline().strip() == str(old / "state")
+        switch(link, new)
+        assert remove_unused_versions(root) == []  # the reader's working directory is elsewhere
+        assert old.exists()
+    finally:
+        reader.stdin.close()
+        reader.wait(60)
+    assert remove_unused_versions(root) == [old]
+    # A process resolving the link now pins the current version.
+    assert pin_state_version(link / "state") == new / "state"
+    assert remove_unused_versions(root) == []
+
+
+def test_a_link_to_a_removed_version_fails_to_load_naming_the_state(tmp_path: Path):
+    root = tmp_path / ".local_defs_state"
+    (root / VERSIONS).mkdir(parents=True)
+    dangling = root / "Component__key__"
+    dangling.symlink_to(Path(VERSIONS) / "removed")
+
+    with pytest.raises(RuntimeError, match="Component__key__"):
+        pin_state_version(dangling / "state", attempts=2)

@@ -6,8 +6,13 @@ in place (`dg utils refresh-defs-state` empties it, runs `dbt parse`, copies the
 a run whose dbt starts meanwhile, in a code server that reads the same folder, finds no
 `dbt_project.yml`. So the devkit never writes there. It prepares into a folder of its own,
 `.local_defs_state/.versions/<id>/`, then points `<key>` (a symlink) at it with one rename:
-every reader sees the previous complete state or the new one. A version is deleted once no
-process works in it (dagster-dbt runs dbt with the project as its working directory).
+every reader sees the previous complete state or the new one. A process that loads the
+definitions resolves the link once and reads that version's folder for the rest of its life
+(transformation.dbt_component.pin_state_version), holding a shared lock on its `state` file.
+A version is deleted once no process holds that lock and none works in it (dagster-dbt runs
+dbt with the project as its working directory): the devkit takes the exclusive lock and keeps
+it while deleting, so a process that resolved the link meanwhile finds the version gone and
+resolves it again, never a half-deleted one.
 
 Loading definitions only reads the state: the location's component does not prepare in dev
 (`prepare_if_dev: false`), so `dg check defs`, `dg list defs` and the `dg dev` code servers
@@ -128,14 +133,38 @@ def in_use(folder: Path) -> bool:
     return False
 
 
+@contextmanager
+def _unread(version: Path) -> Iterator[bool]:
+    """Whether no process holds the version's state (its shared lock on `state`); while true,
+    the exclusive lock keeps any process from starting to read it."""
+    try:
+        state = os.open(version / "state", os.O_RDONLY)
+    except FileNotFoundError:
+        yield True  # never completed (a preparation that failed): nobody can read it
+        return
+    try:
+        try:
+            fcntl.flock(state, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(state)
+
+
 def remove_unused_versions(state_root: Path) -> list[Path]:
-    """Delete the versions no link points at and no process works in; return them."""
+    """Delete the versions no link points at, no process read its definitions from and no
+    process works in; return them."""
     current = {link.resolve() for link in state_root.iterdir() if link.is_symlink()}
     removed = []
     for version in sorted((state_root / VERSIONS).iterdir()):
-        if version.resolve() not in current and not in_use(version):
-            shutil.rmtree(version, ignore_errors=True)
-            removed.append(version)
+        if version.resolve() in current:
+            continue
+        with _unread(version) as unread:
+            if unread and not in_use(version):
+                shutil.rmtree(version, ignore_errors=True)
+                removed.append(version)
     return removed
 
 
