@@ -1,7 +1,9 @@
 """Alerts and recovery: a location's warehouse role is refused every connection while
 automation runs it; the run fails, the alert reaches the webhook the platform gave the location
-(ALERT_WEBHOOK_URL), and once connections are accepted again its assets are materialised again
-with no launch from anyone.
+(ALERT_WEBHOOK_URL) as the first attempt of its own root run (run retries do not re-execute a
+step failure), and once connections are accepted again its assets are materialised again with
+no launch from anyone, by a run that automation's retry rule requested (the evaluation of the
+tick that requested it says so), not by an ordinary eager rebuild.
 
 This module runs after test_platform.py (file order) on purpose: it leaves a failed run behind,
 which the body's other waits would take for a broken platform."""
@@ -11,6 +13,8 @@ import time
 import pytest
 
 from platform_devkit import locations
+from platform_ops.recovery import RETRY_LABEL
+from platform_ops.testing import retry_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
@@ -56,6 +60,10 @@ def test_a_run_that_loses_the_warehouse_alerts_and_its_assets_recover_unattended
     assert alert["text"].strip()
     assert "\n" not in alert["text"]  # one human line
     assert alert["error"].strip()
+    assert (alert["attempt"], alert["root_run_id"]) == (1, run_id)
+    assert alert["consecutive_failures"] >= 1
+    assert f"attempt 1 of run {run_id}" in alert["text"]
+    assert [m for m in deployment.alerts.received() if m.get("run_id") == run_id] == [alert]
     if deployment.linked_webserver_url:
         assert alert["url"] == f"{deployment.linked_webserver_url}/runs/{run_id}"
 
@@ -70,3 +78,18 @@ def test_a_run_that_loses_the_warehouse_alerts_and_its_assets_recover_unattended
     )
     assert {run["status"] for run in by.values()} == {"SUCCESS"}
     assert not [run for run in by.values() if {"key": "e2e", "value": "explicit"} in run["tags"]]
+
+    # An eager rebuild would pass the checks above too: every run that rebuilt the assets must
+    # have been requested by the retry rule alone for at least one of them (the asset's own
+    # condition false). The assets downstream of it in the same run may show eager true too:
+    # eager counts a dependency that the same tick requests as updated.
+    why: dict[str, dict[str, str | None]] = {}
+    for key, materialization in sorted(recovered.items()):
+        record = gql.evaluation_that_requested(key, materialization["runId"])
+        assert record is not None, f"no automation evaluation requested run of {key}: {recovered}"
+        nodes = record["evaluationNodes"]
+        true = [n["userLabel"] for n in nodes if n["userLabel"] and n["numTrue"]]
+        assert RETRY_LABEL in true, f"{key} was not requested by {RETRY_LABEL!r}: {true}"
+        why.setdefault(materialization["runId"], {})[key] = retry_request(nodes)
+    deployment.progress(f"retry levels that alone requested the rebuilding runs: {why}")
+    assert all(any(levels.values()) for levels in why.values()), why

@@ -9,9 +9,10 @@ import dagster as dg
 import psycopg2
 import pytest
 
+from platform_devkit.settings import ROLES
 from platform_ops import recovery
 from platform_ops.recovery import StepRetry, is_transient, recovering, retry_transient
-from platform_ops.testing import closed_port
+from platform_ops.testing import closed_port, evaluation_nodes, retry_request
 
 
 def refused_connection() -> psycopg2.OperationalError:
@@ -53,10 +54,53 @@ def wrapped(error: BaseException) -> BaseException:
         pytest.param(
             RuntimeError("Database Error in model fct_orders\n  Connection refused"), id="dbt"
         ),
+        # What a role's CONNECTION LIMIT (53300) looks like in dbt's log: words, no SQLSTATE.
+        pytest.param(
+            RuntimeError(
+                'Database Error\n  connection to server at "127.0.0.1", port 5432 failed: '
+                'FATAL:  too many connections for role "transformation"'
+            ),
+            id="dbt-role-connection-limit",
+        ),
+        pytest.param(
+            RuntimeError('FATAL:  too many connections for database "warehouse"'),
+            id="database-connection-limit",
+        ),
+        pytest.param(
+            RuntimeError(
+                "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER "
+                "attribute"
+            ),
+            id="reserved-slots",
+        ),
     ],
 )
 def test_transient_errors(error):
     assert is_transient(error)
+
+
+@pytest.mark.integration
+def test_a_role_refused_by_its_connection_limit_is_transient(platform_env):
+    """The real server's answer to CONNECTION LIMIT 0: libpq reports a refused login without
+    a SQLSTATE, so only its words say it is 53300."""
+    role = platform_env.env[ROLES["transformation"].user_var]
+    admin = platform_env.admin_connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", (role,))
+            ((limit,),) = cur.fetchall()
+            cur.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 0')
+            try:
+                with pytest.raises(psycopg2.OperationalError) as refused:
+                    platform_env.connect_as("transformation")
+            finally:
+                cur.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT {limit}')
+    finally:
+        admin.close()
+
+    assert "too many connections for role" in str(refused.value)
+    assert refused.value.pgcode is None
+    assert is_transient(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +203,7 @@ class Automation:
                 defs=[self.asset], instance=self.instance, cursor=self.cursor, evaluation_time=when
             )
         self.cursor = result.cursor
+        (self.evaluation,) = [r.serializable_evaluation for r in result.results]
         requested = result.total_requested > 0
         if requested:
             dg.materialize([self.asset], instance=self.instance, raise_on_error=False)
@@ -200,3 +245,29 @@ def test_once_the_cause_is_gone_the_retry_succeeds_and_the_next_failure_counts_a
         "13:00:00": False,
     }
     assert {t: automation.tick(t) for t in ticks} == ticks
+
+
+def test_the_evaluation_of_a_tick_says_whether_the_retry_rule_requested_the_run():
+    automation = Automation()
+    why = {}
+    for t in ("10:00:30", "10:05:00", "10:15:00", "10:30:00"):
+        assert automation.tick(t)
+        why[t] = retry_request(evaluation_nodes(automation.evaluation))
+
+    assert why == {
+        "10:00:30": None,  # missing: the first attempt
+        "10:05:00": "retry 1 of 3 (after the next tick of */5 * * * *)",
+        "10:15:00": "retry 2 of 3 (after the next tick of */15 * * * *)",
+        "10:30:00": "retry 3 of 3 (after the next tick of */30 * * * *)",
+    }
+
+
+def test_a_run_the_assets_own_condition_requested_too_is_not_taken_for_a_recovery():
+    automation = Automation()
+    assert automation.tick("11:56:00")  # missing: the first attempt, which fails
+    assert automation.tick("12:00:00")  # the 5-minute backoff and the daily noon run at once
+
+    nodes = evaluation_nodes(automation.evaluation)
+    (rule,) = [n for n in nodes if n["userLabel"] == recovery.RETRY_LABEL]
+    assert rule["numTrue"] == 1
+    assert retry_request(nodes) is None

@@ -37,6 +37,12 @@ def test_a_failed_report_run_is_posted_to_the_webhook(platform_env, monkeypatch)
     assert body["assets"] == ["reports/daily_revenue"]
     assert body["error"] == "marts.daily_revenue is empty: there is nothing to report yet"
     assert body["url"] == f"http://127.0.0.1:3000/runs/{failed.run_id}"
+    # A manual launch, not retried by run retries: the first attempt of its own root.
+    assert (body["attempt"], body["root_run_id"], body["consecutive_failures"]) == (
+        1,
+        failed.run_id,
+        1,
+    )
     assert body["text"].startswith("Dagster run failed in exports: reports/daily_revenue")
 
 

@@ -1,8 +1,11 @@
 """Alerts: every failed run of a location, including a run a blocking check failed, is posted
-as JSON to a webhook. The body's `text` is one human line, so a Slack or Mattermost incoming
-webhook shows it as it is; the other fields are for machines (docs/operations.md):
+as JSON to a webhook, unless Dagster's run retries will re-execute it (then the sensor only
+logs it, and the retry's own failure is posted). The body's `text` is one human line, so a
+Slack or Mattermost incoming webhook shows it as it is; the other fields are for machines
+(docs/operations.md):
 
-    {"text", "run_id", "location", "job", "assets", "failed_checks", "error", "url"}
+    {"text", "run_id", "root_run_id", "attempt", "consecutive_failures", "location", "job",
+     "assets", "failed_checks", "error", "url"}
 
 The webhook's URL comes from the Secret variable ALERT_WEBHOOK_URL and is a credential: it is
 never logged, put in a definition or sent anywhere but to itself. Unset, no sensor exists.
@@ -14,6 +17,16 @@ import urllib.error
 import urllib.request
 
 import dagster as dg
+from dagster._core.events import RunFailureReason
+from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
+from dagster._core.execution.retries import auto_reexecution_should_retry_run
+from dagster._core.storage.tags import (
+    BACKFILL_ID_TAG,
+    RETRY_NUMBER_TAG,
+    RUN_FAILURE_REASON_TAG,
+    WILL_RETRY_TAG,
+)
+from dagster._utils.tags import get_boolean_tag_value
 
 WEBHOOK_VARIABLE = "ALERT_WEBHOOK_URL"
 # Where the UI is (e.g. https://dagster.example.com): runs are linked when it is set.
@@ -21,6 +34,9 @@ WEBSERVER_VARIABLE = "DAGSTER_WEBSERVER_URL"
 SENSOR_NAME = "run_failure_alert"
 # A receiver that does not answer within this delays the sensor's tick, never blocks it.
 POST_TIMEOUT_SECONDS = 10
+# How many of an asset's latest planned runs `consecutive_failures` looks at: enough for any
+# outage automation keeps retrying (it stops after 4 attempts), a bounded query per alert.
+HISTORY_RUNS = 50
 
 
 def _event_data(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType):
@@ -44,6 +60,67 @@ def _error_line(context: dg.RunFailureSensorContext) -> str:
     return (context.failure_event.message or "run failed").strip().splitlines()[0]
 
 
+def will_be_retried(run: dg.DagsterRun, instance: dg.DagsterInstance) -> bool:
+    """Whether Dagster's run-retry daemon will re-execute this failed run: the rule of
+    dagster/_daemon/auto_run_reexecution (`should_retry`), without its side effects. The daemon
+    runs only when the instance enables run retries; it then trusts dagster/will_retry, which
+    the instance writes on the run as the failure is stored (False for a step failure under
+    dagster/retry_on_asset_or_op_failure=false, else whether fewer than dagster/max_retries
+    retries exist in the run's group). Without the tag (a sensor that read the run before it
+    was written) the same function computes it. A run of a finished or deleted backfill is
+    not retried."""
+    if not instance.run_retries_enabled:
+        return False
+    tag = run.tags.get(WILL_RETRY_TAG)
+    if tag is None:
+        reason = run.tags.get(RUN_FAILURE_REASON_TAG)
+        retry = auto_reexecution_should_retry_run(
+            instance, run, RunFailureReason(reason) if reason else None
+        )
+    else:
+        retry = get_boolean_tag_value(tag, default_value=False)
+    backfill_id = run.tags.get(BACKFILL_ID_TAG)
+    if retry and backfill_id is not None:
+        backfill = instance.get_backfill(backfill_id)
+        return backfill is not None and backfill.status not in BULK_ACTION_TERMINAL_STATUSES
+    return retry
+
+
+def attempt(run: dg.DagsterRun) -> int:
+    """Which try of its root run this run is, from 1: the daemon numbers its retries in
+    dagster/retry_number; a run without it (the first, or a manual re-execution) is 1 + 0."""
+    return int(run.tags.get(RETRY_NUMBER_TAG, "0")) + 1
+
+
+def consecutive_failures(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, asset_keys: list[dg.AssetKey]
+) -> int | None:
+    """How many runs in a row, this one and the ones before it, failed for one of the run's
+    assets: for each asset, the failed runs that planned it since the last run that planned it
+    and succeeded, counting every run alike (run retries, automation's re-requests after a
+    backoff, launches); the largest count (the asset failing longest). None when the run has
+    no assets."""
+    if not asset_keys:
+        return None
+    counts = []
+    for key in asset_keys:
+        planned = dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, key)
+        records = instance.event_log_storage.get_event_records(planned, limit=HISTORY_RUNS)
+        run_ids = list(dict.fromkeys(r.run_id for r in records))  # newest first
+        # Runs planned after this one (the sensor may read it late) are not its history.
+        run_ids = run_ids[run_ids.index(run.run_id) :] if run.run_id in run_ids else [run.run_id]
+        statuses = {r.run_id: r.status for r in instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
+        failed = 0
+        for run_id in run_ids:
+            status = statuses.get(run_id)
+            if status == dg.DagsterRunStatus.SUCCESS:
+                break
+            if status == dg.DagsterRunStatus.FAILURE:
+                failed += 1
+        counts.append(failed)
+    return max(counts)
+
+
 def failure_payload(
     context: dg.RunFailureSensorContext, location: str, webserver_url: str | None = None
 ) -> dict:
@@ -51,7 +128,10 @@ def failure_payload(
     run = context.dagster_run
     instance = context.instance
     planned = _event_data(instance, run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
-    assets = sorted({p.asset_key.to_user_string() for p in planned if p.asset_key})
+    asset_keys = sorted(
+        {p.asset_key for p in planned if p.asset_key}, key=dg.AssetKey.to_user_string
+    )
+    assets = [key.to_user_string() for key in asset_keys]
     evaluations = _event_data(instance, run.run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     failed_checks = sorted(
         e.asset_check_key.to_user_string() for e in evaluations if not e.passed and e.blocking
@@ -59,9 +139,18 @@ def failure_payload(
     error = _error_line(context)
     what = ", ".join(assets) if assets else run.job_name
     checks = f" (blocking check failed: {', '.join(failed_checks)})" if failed_checks else ""
+    root_run_id = run.root_run_id or run.run_id
+    tries = attempt(run)
+    in_a_row = consecutive_failures(instance, run, asset_keys)
+    history = f"attempt {tries} of run {root_run_id}"
+    if in_a_row is not None:
+        history += f", {in_a_row} failed run{'s' if in_a_row != 1 else ''} in a row"
     payload = {
-        "text": f"Dagster run failed in {location}: {what}{checks}: {error}",
+        "text": f"Dagster run failed in {location}: {what}{checks}: {error} ({history})",
         "run_id": run.run_id,
+        "root_run_id": root_run_id,
+        "attempt": tries,
+        "consecutive_failures": in_a_row,
         "location": location,
         "job": run.job_name,
         "assets": assets,
@@ -100,15 +189,27 @@ def _reason(error: Exception, url: str) -> str:
 def failure_sensor(
     location: str, webhook_url: str, webserver_url: str | None = None
 ) -> dg.SensorDefinition:
-    """A run-failure sensor for the location's runs that posts each failure to the webhook."""
+    """A run-failure sensor for the location's runs that posts each failure to the webhook,
+    except a failure Dagster's run retries will re-execute: a person can do nothing about it
+    yet, and the retry's failure, if it comes, is posted with its attempt number."""
 
     @dg.run_failure_sensor(
         name=SENSOR_NAME,
-        description=f"Posts every failed run of {location} to the webhook in {WEBHOOK_VARIABLE}.",
+        description=(
+            f"Posts every failed run of {location} that run retries will not re-execute to the "
+            f"webhook in {WEBHOOK_VARIABLE}."
+        ),
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def _alert(context: dg.RunFailureSensorContext) -> None:
-        run_id = context.dagster_run.run_id
+        run = context.dagster_run
+        run_id = run.run_id
+        if will_be_retried(run, context.instance):
+            context.log.info(
+                f"run {run_id} (attempt {attempt(run)} of run {run.root_run_id or run_id}) "
+                "failed; not posted: Dagster's run retries will re-execute it"
+            )
+            return
         try:
             status = post(webhook_url, failure_payload(context, location, webserver_url))
         # A receiver that is down must not stop the sensor: the next failure is posted again.

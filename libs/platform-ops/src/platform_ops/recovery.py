@@ -38,6 +38,10 @@ TRANSIENT_MESSAGES = (
     "the database system is starting up",
     "the database system is shutting down",
     "sorry, too many clients already",
+    # SQLSTATE 53300 as a role's or a database's CONNECTION LIMIT words it: dbt logs only this.
+    "too many connections for role",
+    "too many connections for database",
+    "remaining connection slots are reserved",
     "could not serialize access",
     "deadlock detected",
 )
@@ -155,6 +159,10 @@ def automation_sensor(name: str) -> dg.AutomationConditionSensorDefinition:
 # After the k-th failed attempt, the next one waits for the next tick of the k-th schedule:
 # at most 5 minutes, then 15, then 30 (sparser each time, so a longer outage costs few runs).
 RETRY_BACKOFF_CRONS = ("*/5 * * * *", "*/15 * * * *", "*/30 * * * *")
+# The labels the UI shows for the rule and each of its levels ("retry 1 of 3 (...)"); tests
+# find them in the evaluation of the tick that requested a run.
+RETRY_LABEL = "failed: request again after a backoff"
+RETRY_LEVEL_LABEL = "retry {level} of {tries} (after the next tick of {cron})"
 
 
 def _attempts_since_success(count: int) -> list[dg.AutomationCondition]:
@@ -193,12 +201,10 @@ def retry_after_failure(
             attempts[k]
             & ~attempts[k + 1]
             & dg.AutomationCondition.cron_tick_passed(cron, cron_timezone="UTC")
-        ).with_label(f"retry {k + 1} of {tries} (after the next tick of {cron})")
+        ).with_label(RETRY_LEVEL_LABEL.format(level=k + 1, tries=tries, cron=cron))
         for k, cron in enumerate(backoff_crons)
     ]
-    return (failed_now & functools.reduce(operator.or_, retries)).with_label(
-        "failed: request again after a backoff"
-    )
+    return (failed_now & functools.reduce(operator.or_, retries)).with_label(RETRY_LABEL)
 
 
 def recovering(condition: dg.AutomationCondition) -> dg.AutomationCondition:

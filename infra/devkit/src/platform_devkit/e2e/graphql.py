@@ -115,6 +115,22 @@ query ($key: AssetKeyInput!) {
 }
 """
 
+# The automation ticks' evaluations of one asset, newest first: what the UI's automation tab
+# shows, each record with the runs it requested and its condition tree, flattened.
+CONDITION_EVALUATIONS_QUERY = """
+query ($key: AssetKeyInput!, $limit: Int!) {
+  assetConditionEvaluationRecordsOrError(assetKey: $key, limit: $limit) {
+    __typename
+    ... on AssetConditionEvaluationRecords {
+      records {
+        evaluationId timestamp runIds
+        evaluationNodes { uniqueId userLabel numTrue childUniqueIds }
+      }
+    }
+  }
+}
+"""
+
 RUN_QUERY = """
 query ($id: ID!) {
   runOrError(runId: $id) {
@@ -307,6 +323,20 @@ class DagsterGraphQL:
             raise GraphQLError(f"asset {key}: {asset['__typename']}")
         found = asset["assetMaterializations"]
         return found[0] if found else None
+
+    def condition_evaluations(self, key: str, limit: int = 50) -> list[dict]:
+        """The asset's latest automation evaluation records, newest first: {"evaluationId",
+        "timestamp", "runIds", "evaluationNodes" (root first)}."""
+        result = self.query(
+            CONDITION_EVALUATIONS_QUERY, {"key": {"path": key.split("/")}, "limit": limit}
+        )["assetConditionEvaluationRecordsOrError"]
+        if result["__typename"] != "AssetConditionEvaluationRecords":
+            raise GraphQLError(f"condition evaluations of {key}: {result['__typename']}")
+        return result["records"]
+
+    def evaluation_that_requested(self, key: str, run_id: str) -> dict | None:
+        """The evaluation record of the tick that requested `run_id` for the asset."""
+        return next((r for r in self.condition_evaluations(key) if run_id in r["runIds"]), None)
 
     def wait_for_materializations(
         self, keys: set[str], after: float, timeout: float, interval: float = 10
