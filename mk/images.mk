@@ -3,7 +3,10 @@
 # Tags: $(REGISTRY)/<location>:$(TAG) and :latest (Makefile). Scripts live in infra/docker/.
 
 BASE_IMAGE ?= python:3.11-slim-bookworm
-IMAGE_ENV = REGISTRY=$(REGISTRY) IMAGE_TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE)
+# Optional extras every built image installs too (space or comma separated), e.g. EXTRAS=aws for
+# production's S3 compute logs (docs/images.md, "Extras"). Empty: none, as kind and dev need.
+EXTRAS ?=
+IMAGE_ENV = REGISTRY=$(REGISTRY) IMAGE_TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE) EXTRAS='$(EXTRAS)'
 
 # The shared template every location builds from, and the Dockerfiles of locations that
 # replace it (locations/<name>/Dockerfile; infra/docker/build-image.sh picks one or the other).
@@ -21,13 +24,13 @@ base-image: docker-engine ## Make sure BASE_IMAGE is present, else build a deboo
 	@$(IMAGE_ENV) infra/docker/build-base-image.sh >/dev/null
 
 .PHONY: images
-images: docker-engine ## Build every location's image (data-platform/<location>:<git sha> and :latest)
+images: docker-engine ## Build every location's image (data-platform/<location>:<git sha> and :latest; EXTRAS=aws for prod)
 	@for location in $(LOCATIONS); do \
 		$(IMAGE_ENV) infra/docker/build-image.sh "$$location"; \
 	done
 
 .PHONY: image
-image: docker-engine ## Build one location's image: make image LOCATION=<name>
+image: docker-engine ## Build one location's image: make image LOCATION=<name> [EXTRAS=aws]
 	@test -n "$(LOCATION)" || { echo "usage: make image LOCATION=<one of: $(LOCATIONS)>"; exit 1; }
 	@$(IMAGE_ENV) infra/docker/build-image.sh "$(LOCATION)"
 

@@ -25,6 +25,10 @@
 #                    (/usr/local/share/ca-certificates/*.crt); empty: none. Never committed:
 #                    they are staged in the git-ignored infra/docker/ca/ and trusted by the
 #                    builder stage only, never by the final image.
+#   EXTRAS           optional extras of the location to install too ([project.optional-
+#                    dependencies], space or comma separated; default none), e.g. `aws` for
+#                    production's S3 compute logs (docs/images.md, "Extras"). An extra the
+#                    location does not declare stops the build, naming it.
 #   DOCKER_BUILD_ARGS  extra `docker build` arguments (e.g. --no-cache)
 #   PYTHON           the Python (3.11 or later, for tomllib) that reads pyproject.toml
 #                    (default python3)
@@ -49,8 +53,8 @@ else
   dockerfile="$here/location.Dockerfile"
 fi
 
-# package, module, prepare_defs_state and description, one a line.
-settings="$("${PYTHON:-python3}" - "$folder/pyproject.toml" <<'EOF'
+# package, module, prepare_defs_state, extras (space separated) and description, one a line.
+settings="$("${PYTHON:-python3}" - "$folder/pyproject.toml" "${EXTRAS:-}" <<'EOF'
 import re
 import sys
 import tomllib
@@ -64,7 +68,15 @@ package = project.get("name")
 module = tool.get("dg", {}).get("project", {}).get("root_module")
 prepare = tool.get("platform", {}).get("image", {}).get("prepare_defs_state", False)
 description = " ".join(str(project.get("description", "")).split())
+extras = list(dict.fromkeys(sys.argv[2].replace(",", " ").split()))
+declared = sorted(project.get("optional-dependencies", {}))
 errors = []
+unknown = [extra for extra in extras if extra not in declared]
+if unknown:
+    errors.append(
+        f"EXTRAS names {unknown}, not in [project.optional-dependencies] "
+        f"(declared: {declared or 'none'})"
+    )
 if not package:
     errors.append("[project].name is missing")
 if not module or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
@@ -73,14 +85,15 @@ if not isinstance(prepare, bool):
     errors.append(f"[tool.platform.image].prepare_defs_state must be true or false: {prepare!r}")
 if errors:
     sys.exit(f"{path}: " + "; ".join(errors))
-print(package, module, "true" if prepare else "false", description, sep="\n")
+print(package, module, "true" if prepare else "false", " ".join(extras), description, sep="\n")
 EOF
 )"
 mapfile -t fields <<<"$settings"
 package="${fields[0]}"
 module="${fields[1]}"
 prepare_defs_state="${fields[2]}"
-description="${fields[3]:-}"
+extras="${fields[3]:-}"
+description="${fields[4]:-}"
 rendered="$(sed "s/@MODULE@/$module/g" "$dockerfile")"
 build_args=(
   "LOCATION=$location"
@@ -88,6 +101,7 @@ build_args=(
   "MODULE=$module"
   "DESCRIPTION=${description:-Dagster code location $location}"
   "PREPARE_DEFS_STATE=$prepare_defs_state"
+  "EXTRAS=$extras"
 )
 
 if [[ "$dry_run" == true ]]; then
@@ -122,7 +136,7 @@ for arg in "${build_args[@]}"; do
   build_arg_flags+=(--build-arg "$arg")
 done
 
-echo "==> building $image:$tag from ${dockerfile#"$root"/} (base $base, ${#ca_files[@]} extra CA file(s))"
+echo "==> building $image:$tag from ${dockerfile#"$root"/} (base $base, extras: ${extras:-none}, ${#ca_files[@]} extra CA file(s))"
 started=$SECONDS
 # The legacy builder unless told otherwise: it is what Debian's docker.io has, so the
 # Dockerfiles are kept to what it understands. The Dockerfile, with its CMD filled in, comes

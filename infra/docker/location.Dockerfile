@@ -8,6 +8,9 @@
 #   PREPARE_DEFS_STATE  [tool.platform.image].prepare_defs_state (true/false, default false):
 #                       prepare the defs state of the location's state-backed components
 #                       (dagster-dbt's manifest, ...) at build time with `dg utils refresh-defs-state`
+#   EXTRAS              optional extras of the location to install too, space separated, from
+#                       EXTRAS of build-image.sh / `make image EXTRAS=...` (default none): e.g.
+#                       `aws` for production's S3 compute logs (docs/images.md, "Extras")
 # A location that needs more (system packages, say) replaces this template with its own
 # locations/<name>/Dockerfile: build-image.sh uses that file when it exists, with the same
 # build arguments, and this one otherwise. Start from a copy of this file.
@@ -56,6 +59,8 @@ WORKDIR /app
 # The platform's library every location depends on (libs/platform-ops, a workspace member) is
 # installed the same way as the location: its pyproject here, a stub package, editable; its code
 # is copied with the location's below.
+# The extras named in EXTRAS (space separated) come from the lock like the rest, one
+# `--extra=<name>` each.
 # Everything above is the same for every location (one cached copy of those layers); the
 # location's build arguments are declared from here on.
 ARG COMPILE_BYTECODE=1
@@ -64,14 +69,17 @@ COPY libs/platform-ops/pyproject.toml libs/platform-ops/
 ARG LOCATION
 ARG PACKAGE
 ARG MODULE
+ARG EXTRAS=""
 RUN test -n "${LOCATION}" && test -n "${PACKAGE}" && test -n "${MODULE}" \
     || { echo "LOCATION, PACKAGE and MODULE are unset: build with infra/docker/build-image.sh" >&2; exit 1; }
 COPY locations/${LOCATION}/pyproject.toml locations/${LOCATION}/
 RUN mkdir -p "locations/${LOCATION}/src/${MODULE}" libs/platform-ops/src/platform_ops \
     && touch "locations/${LOCATION}/src/${MODULE}/__init__.py" \
         libs/platform-ops/src/platform_ops/__init__.py \
+    && set -- \
+    && for extra in ${EXTRAS}; do set -- "$@" "--extra=${extra}"; done \
     && UV_COMPILE_BYTECODE=${COMPILE_BYTECODE} /opt/uv/bin/uv sync --frozen --no-dev \
-        --package "${PACKAGE}"
+        --package "${PACKAGE}" "$@"
 
 # dg prepares the defs state below. It is a workspace dev tool, not a dependency of the
 # location, so it lives in a cached throwaway environment layered on the venv (--no-sync: the
@@ -149,10 +157,12 @@ CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "3030", "-m", "@MODULE@.de
 
 ARG MODULE
 ARG DESCRIPTION
+ARG EXTRAS=""
 ARG VCS_REF=unknown
 LABEL org.opencontainers.image.title="${LOCATION}" \
       org.opencontainers.image.description="${DESCRIPTION}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.vendor="data platform team" \
       io.dagster.code-location="${LOCATION}" \
-      io.dagster.module="${MODULE}.definitions"
+      io.dagster.module="${MODULE}.definitions" \
+      io.dagster.extras="${EXTRAS}"

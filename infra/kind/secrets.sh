@@ -9,9 +9,11 @@
 #   infra/kind/secrets.sh --list           print each Secret and its keys (no cluster needed)
 #
 # Environment: NAMESPACE (default data-platform), KUBE_CONTEXT (default: kubectl's current).
-# ALERT_WEBHOOK_URL, when set: written (replaced) as key ALERT_WEBHOOK_URL into every location's
-# Secret, where its code server reads it to post alerts on failed runs and checks; unset, the
-# Secrets are left as they are (no key: no alerts). Restart the code servers to apply a change.
+# Alert webhooks, written (replaced) as key ALERT_WEBHOOK_URL into a location's Secret, where its
+# code server reads it to post alerts on failed runs and checks: <LOCATION>_ALERT_WEBHOOK_URL
+# (the location's name in upper case, e.g. INGESTION_ALERT_WEBHOOK_URL) for that team's own,
+# else ALERT_WEBHOOK_URL for every team without one. Neither set: the Secret is left as it is
+# (no key: no alerts). Restart the code servers to apply a change. URLs are never printed.
 set -euo pipefail
 
 NAMESPACE="${NAMESPACE:-data-platform}"
@@ -88,7 +90,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --list) list=1 ;;
     --rotate) rotate+=("${2:?--rotate needs a Secret name}"); shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "secrets.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -104,11 +106,24 @@ if [[ $list -eq 1 ]]; then
   exit 0
 fi
 
-# A URL goes into a JSON patch and a Secret: http(s), no white space, quotes or backslashes.
-if [[ -n "${ALERT_WEBHOOK_URL:-}" && ! "$ALERT_WEBHOOK_URL" =~ ^https?://[^[:space:]\"\\]+$ ]]; then
-  echo "secrets.sh: ALERT_WEBHOOK_URL is not an http(s) URL without spaces or quotes" >&2
-  exit 2
+# Each location's Secret and the variable of its own webhook (`<secret> <VARIABLE>` lines).
+if ! team_secrets="$(python3 "$repo/infra/devkit/src/platform_devkit/locations.py" team-secrets)"; then
+  echo "secrets.sh: the locations' declarations could not be read (above)" >&2
+  exit 1
 fi
+# A URL goes into a JSON patch and a Secret: http(s), no white space, quotes or backslashes.
+# Every one given is checked before anything changes; the message names the variable only.
+webhook_vars=(ALERT_WEBHOOK_URL)
+while read -r _ variable; do
+  webhook_vars+=("$variable")
+done <<< "$team_secrets"
+for variable in "${webhook_vars[@]}"; do
+  url="${!variable:-}"
+  if [[ -n "$url" && ! "$url" =~ ^https?://[^[:space:]\"\\]+$ ]]; then
+    echo "secrets.sh: $variable is not an http(s) URL without spaces or quotes" >&2
+    exit 2
+  fi
+done
 
 if ! kube get namespace "$NAMESPACE" >/dev/null 2>&1; then
   echo "secrets.sh: namespace $NAMESPACE does not exist (make secrets or make deploy creates it)" >&2
@@ -144,14 +159,13 @@ for entry in "${SECRETS[@]}"; do
     fi
   fi
 done
-if [[ -n "${ALERT_WEBHOOK_URL:-}" ]]; then
-  if ! teams="$(python3 "$repo/infra/devkit/src/platform_devkit/locations.py" team-secrets)"; then
-    echo "secrets.sh: the locations' declarations could not be read (above)" >&2
-    exit 1
-  fi
-  for name in $teams; do
+while read -r name variable; do
+  if [[ -n "${!variable:-}" ]]; then
+    add_keys "$name" "ALERT_WEBHOOK_URL=${!variable}"
+    echo "==> $name: ALERT_WEBHOOK_URL set from $variable"
+  elif [[ -n "${ALERT_WEBHOOK_URL:-}" ]]; then
     add_keys "$name" "ALERT_WEBHOOK_URL=$ALERT_WEBHOOK_URL"
-    echo "==> $name: ALERT_WEBHOOK_URL set"
-  done
-fi
+    echo "==> $name: ALERT_WEBHOOK_URL set from ALERT_WEBHOOK_URL"
+  fi
+done <<< "$team_secrets"
 echo "==> Secrets in namespace $NAMESPACE are in place (values not shown)"

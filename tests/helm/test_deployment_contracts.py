@@ -49,9 +49,15 @@ def platform_secret_names() -> set[str]:
 
 
 def variables_read_by(location: chartkit.Location) -> set[str]:
+    """dg.EnvVar and dbt env_var references, and the declared environment variables the code
+    names (read at load time, e.g. PAYMENTS_FIRST_DAY for the partitions, where no EnvVar
+    reaches)."""
+    (declared,) = [loc for loc in DECLARED if loc.name == location.name]
     found = set()
     for path in (location.path / "src").rglob("*.py"):
-        found |= set(ENV_VAR_IN_PYTHON.findall(path.read_text()))
+        text = path.read_text()
+        found |= set(ENV_VAR_IN_PYTHON.findall(text))
+        found |= {var for var in declared.environment if f'"{var}"' in text}
     for path in location.path.rglob("*.yml"):
         if "dbt_packages" not in path.parts and "target" not in path.parts:
             found |= set(ENV_VAR_IN_DBT.findall(path.read_text()))

@@ -217,11 +217,39 @@ def test_environment_config_map_names_the_server_the_database_and_the_file_areas
     assert data["PAYMENTS_LANDING_URL"].startswith("/data/landing/")
     assert data["EXPORTS_URL"].startswith("/data/exports")
     assert set(claims) == {"platform-landing", "platform-exports", "platform-compute-logs"}
-    assert "platform-compute-logs" not in by_kind(platform_renders["prod"], "PersistentVolumeClaim")
+    # Every code server mounts the compute logs area in every environment (their values are
+    # the same everywhere), production included although its logs go to S3.
+    assert set(by_kind(platform_renders["prod"], "PersistentVolumeClaim")) == set(claims)
     for claim in claims.values():
         assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert all(isinstance(v, str) for v in data.values())
     assert not [k for k in data if "PASSWORD" in k or k.endswith("_USER")]
+
+
+@pytest.mark.parametrize("scenario", PLATFORM_SCENARIOS)
+def test_environment_config_map_sets_every_variable_a_location_declares(platform_renders, scenario):
+    """What a location lists in [tool.platform] environment is set once for the environment,
+    in the ConfigMap every location release loads."""
+    data = by_kind(platform_renders[scenario], "ConfigMap")["platform-environment"]["data"]
+
+    for location in locations.load():
+        assert set(location.environment) <= set(data), location.name
+
+
+@pytest.mark.parametrize("scenario", PLATFORM_SCENARIOS)
+def test_the_payments_first_day_is_one_ingestion_accepts(platform_renders, scenario):
+    """PAYMENTS_FIRST_DAY renders as the day ingestion's partitions start at: a value it
+    refused would stop the code location from loading."""
+    from ingestion.defs.payments.partitions import FIRST_DAY_VARIABLE, first_day
+
+    data = by_kind(platform_renders[scenario], "ConfigMap")["platform-environment"]["data"]
+    (ingestion,) = [loc for loc in locations.load() if loc.name == "ingestion"]
+
+    assert FIRST_DAY_VARIABLE in ingestion.environment
+    assert (
+        first_day({FIRST_DAY_VARIABLE: data[FIRST_DAY_VARIABLE]}).isoformat()
+        == (data[FIRST_DAY_VARIABLE])
+    )
 
 
 def test_external_secrets_create_every_secret_the_platform_names(platform_renders):

@@ -247,6 +247,13 @@ def test_run_pod_writes_compute_logs_where_the_webserver_reads_them(run_jobs, lo
     }
 
     mounted = {m["mountPath"]: claims.get(m["name"]) for m in container["volumeMounts"]}
+    # The code server mounts the same area (its sensors' logs) and hands its volumes to the
+    # run too: the run launcher's copy and the server's must merge into one, since Kubernetes
+    # refuses a pod with two volumes of one name or two mounts at one path.
+    names = [v["name"] for v in pod["volumes"]]
+    paths = [m["mountPath"] for m in container["volumeMounts"]]
+    assert len(names) == len(set(names)), names
+    assert len(paths) == len(set(paths)), paths
     assert mounted[base_dir] == webserver_claims[webserver_mounts[base_dir]]
     assert not next(m for m in container["volumeMounts"] if m["mountPath"] == base_dir).get(
         "readOnly"

@@ -95,11 +95,15 @@ def cluster(tmp_path: Path):
     log = tmp_path / "argv.log"
 
     def run(
-        *args: str, namespace: str = "data-platform", alert_webhook_url: str = ""
+        *args: str,
+        namespace: str = "data-platform",
+        alert_webhook_url: str = "",
+        webhooks: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {
-            **{k: v for k, v in os.environ.items() if k != "ALERT_WEBHOOK_URL"},
+            **{k: v for k, v in os.environ.items() if not k.endswith("ALERT_WEBHOOK_URL")},
             **({"ALERT_WEBHOOK_URL": alert_webhook_url} if alert_webhook_url else {}),
+            **(webhooks or {}),
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "FAKE_KUBE_STATE": str(state),
             "FAKE_KUBE_LOG": str(log),
@@ -258,4 +262,50 @@ def test_a_malformed_webhook_url_is_refused_naming_the_variable(cluster, url):
 
     assert result.returncode == 2
     assert "ALERT_WEBHOOK_URL" in result.stderr
+    assert cluster.secrets() == {}
+
+
+def test_each_team_gets_its_own_webhook_and_the_others_the_shared_one(cluster):
+    """<LOCATION>_ALERT_WEBHOOK_URL for a team's own channel, ALERT_WEBHOOK_URL for the rest."""
+    found = locations.load()
+    own, *rest = found
+    team_url = "https://hooks.example.internal/services/T111/B111/own-team-token-0123456789"
+    result = cluster(
+        alert_webhook_url=WEBHOOK, webhooks={f"{own.name.upper()}_ALERT_WEBHOOK_URL": team_url}
+    )
+    created = cluster.secrets()
+
+    assert result.returncode == 0, result.stderr
+    assert created[own.secret]["ALERT_WEBHOOK_URL"] == team_url
+    assert {created[loc.secret]["ALERT_WEBHOOK_URL"] for loc in rest} == {WEBHOOK}
+    for url in (team_url, WEBHOOK):
+        assert url not in result.stdout + result.stderr
+        assert url not in cluster.argv()
+    assert f"{own.secret}: ALERT_WEBHOOK_URL set from {own.name.upper()}_ALERT_WEBHOOK_URL" in (
+        result.stdout
+    )
+
+
+def test_a_team_webhook_alone_reaches_only_that_team(cluster):
+    last = locations.load()[-1]
+    url = "http://127.0.0.1:9/only-this-team"
+    result = cluster(webhooks={f"{last.name.upper()}_ALERT_WEBHOOK_URL": url})
+    created = cluster.secrets()
+
+    assert result.returncode == 0, result.stderr
+    assert {name for name, data in created.items() if "ALERT_WEBHOOK_URL" in data} == {last.secret}
+    assert created[last.secret]["ALERT_WEBHOOK_URL"] == url
+
+
+@pytest.mark.parametrize(
+    "url", ["hooks.example.internal/x", 'http://a"b', "http://a b", "http://a\\b"]
+)
+def test_a_malformed_team_webhook_url_is_refused_naming_its_variable_only(cluster, url):
+    variable = f"{locations.load()[0].name.upper()}_ALERT_WEBHOOK_URL"
+    result = cluster(alert_webhook_url=WEBHOOK, webhooks={variable: url})
+
+    assert result.returncode == 2
+    assert f"secrets.sh: {variable} is not an http(s) URL" in result.stderr
+    assert url not in result.stdout + result.stderr
+    # Checked before anything changes: not even the valid shared URL was written.
     assert cluster.secrets() == {}

@@ -8,8 +8,10 @@ themselves are tested in test_images.py (marker docker).
 
 import importlib
 import json
+import os
 import re
 import shutil
+import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +72,8 @@ def test_build_arguments_come_from_the_locations_pyproject(
         "MODULE": pyproject["tool"]["dg"]["project"]["root_module"],
         "DESCRIPTION": pyproject["project"]["description"],
         "PREPARE_DEFS_STATE": "true" if image.get("prepare_defs_state", False) else "false",
+        # None unless the build asks (EXTRAS of build-image.sh / make images).
+        "EXTRAS": " ".join(os.environ.get("EXTRAS", "").replace(",", " ").split()),
     }
 
 
@@ -144,6 +148,7 @@ def test_a_new_location_without_a_dockerfile_builds_from_the_template(
         "MODULE": "new_team",
         "DESCRIPTION": "The new-team location (team new-team).",
         "PREPARE_DEFS_STATE": "false",
+        "EXTRAS": "",
     }
     (cmd,) = [args for keyword, args in parse_dockerfile(plan.text) if keyword == "CMD"]
     assert json.loads(cmd)[-2:] == ["-m", "new_team.definitions"]
@@ -330,6 +335,107 @@ def test_labels_name_the_location_its_module_and_description(
         f'io.dagster.module="{module}.definitions"',
     ):
         assert label in labels
+
+
+# --- optional extras (EXTRAS): production's S3 compute logs -----------------------------------
+
+# The extras a production image is built with (docs/deploy.md "Compute logs", docs/images.md
+# "Extras": make images EXTRAS=aws), for what charts/dagster/values-prod.yaml makes every image
+# import: the instance's compute log manager, which run pods and code servers load.
+PRODUCTION_EXTRAS = {"aws": "dagster-aws"}
+PROD_COMPUTE_LOGS = {"S3ComputeLogManager": "dagster-aws"}
+
+
+def _build_plan_with(repo_root: Path, location: str, extras: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(repo_root / "infra" / "docker" / "build-image.sh"), "--dry-run", location],
+        env={**os.environ, "EXTRAS": extras}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def _locked(repo_root: Path) -> dict[str, dict]:
+    lock = tomllib.loads((repo_root / "uv.lock").read_text())
+    return {package["name"]: package for package in lock["package"]}
+
+
+def test_production_compute_log_manager_comes_with_the_production_extras(repo_root: Path):
+    values = yaml.safe_load((repo_root / "charts/dagster/values-prod.yaml").read_text())
+    manager = values["computeLogManager"]["type"]
+
+    assert PROD_COMPUTE_LOGS[manager] in PRODUCTION_EXTRAS.values()
+
+
+def test_every_location_locks_the_production_extras_at_the_integrations_pin(
+    repo_root: Path, location: str
+):
+    """`uv sync --frozen --extra aws` installs from the lock only: each location's entry must
+    have the extra, pinned like the other integrations (0.29.27 with dagster 1.13.27)."""
+    locked = _locked(repo_root)
+    extras = locked[location].get("optional-dependencies", {})
+    pins = {
+        d["name"]: d.get("specifier") for d in locked[location]["metadata"].get("requires-dist", [])
+    }
+
+    for extra, distribution in PRODUCTION_EXTRAS.items():
+        assert distribution in {d["name"] for d in extras.get(extra, [])}, (location, extra)
+        assert pins[distribution] == "==" + locked["dagster-k8s"]["version"], distribution
+        assert locked[distribution]["version"] == locked["dagster-k8s"]["version"]
+
+
+def test_the_build_passes_the_extras_it_is_given_to_the_lock_sync(
+    repo_root: Path, location: str, parse_dockerfile: Callable
+):
+    result = _build_plan_with(repo_root, location, ",".join(PRODUCTION_EXTRAS))
+    assert result.returncode == 0, result.stderr
+    build_args = dict(
+        line.removeprefix("# build-arg: ").split("=", 1)
+        for line in result.stdout.splitlines()
+        if line.startswith("# build-arg: ")
+    )
+    instructions = parse_dockerfile(result.stdout)
+    (sync,) = [args for keyword, args in instructions if keyword == "RUN" and "uv sync" in args]
+    declared = [args for keyword, args in instructions if keyword == "ARG"]
+
+    assert build_args["EXTRAS"] == " ".join(PRODUCTION_EXTRAS)
+    # Every stage that uses it declares it, the builder's before its sync.
+    assert declared.count('EXTRAS=""') == 2
+    assert 'for extra in ${EXTRAS}; do set -- "$@" "--extra=${extra}"; done' in sync
+    assert sync.endswith('--package "${PACKAGE}" "$@"')
+    assert 'io.dagster.extras="${EXTRAS}"' in result.stdout
+
+
+def test_the_extras_expand_to_one_extra_flag_each_and_to_none_when_empty():
+    """The sync line's expansion, run by bash as the builder's SHELL runs it."""
+    script = (
+        'EXTRAS="$1"; set --; for extra in ${EXTRAS}; do set -- "$@" "--extra=${extra}"; done;'
+        ' printf "[%s]" uv "$@"'
+    )
+    for given, flags in [("", "[uv]"), ("aws", "[uv][--extra=aws]"),
+                         ("aws s3", "[uv][--extra=aws][--extra=s3]")]:  # fmt: skip
+        result = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", script, "-", given],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert result.stdout == flags, given
+
+
+@pytest.mark.parametrize("extras", ["nope", "aws,nope", "aws nope"])
+def test_an_extra_the_location_does_not_declare_stops_the_build_naming_it(
+    repo_root: Path, location: str, extras: str
+):
+    result = _build_plan_with(repo_root, location, extras)
+
+    assert result.returncode != 0
+    assert f"locations/{location}/pyproject.toml" in result.stderr
+    assert "EXTRAS names ['nope']" in result.stderr
+
+
+def test_the_docs_and_make_name_the_production_extras(repo_root: Path):
+    wanted = "EXTRAS=" + ",".join(PRODUCTION_EXTRAS)
+    for doc in ("docs/deploy.md", "docs/images.md"):
+        assert f"make images {wanted}" in (repo_root / doc).read_text(), doc
+    assert "EXTRAS=" in (repo_root / "mk" / "images.mk").read_text()
 
 
 def test_dockerignore_keeps_secrets_history_and_host_state_out_of_the_context(repo_root: Path):

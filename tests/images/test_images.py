@@ -116,6 +116,64 @@ def build(
     )
 
 
+# The extras production images are built with (docs/deploy.md "Compute logs") and the module
+# charts/dagster/values-prod.yaml's compute log manager loads in every run pod and code server
+# (tests/helm/test_operations.py holds the rendered instance to it).
+PRODUCTION_EXTRAS = "aws"
+PROD_COMPUTE_LOG_MANAGER = ("dagster_aws.s3.compute_log_manager", "S3ComputeLogManager")
+IMPORT_COMPUTE_LOG_MANAGER = (
+    "import importlib, sys; "
+    "print(getattr(importlib.import_module(sys.argv[1]), sys.argv[2]).__name__)"
+)
+
+
+@pytest.fixture(scope="session")
+def production_image(repo_root: Path, location: str, registry: str, image_tag: str) -> str:
+    """The location's image built as production builds it (EXTRAS=aws), tagged apart."""
+    tag = f"{image_tag}-{PRODUCTION_EXTRAS}"
+    result = subprocess.run(
+        [str(repo_root / "infra" / "docker" / "build-image.sh"), location],
+        env={**os.environ, "REGISTRY": registry, "IMAGE_TAG": tag, "EXTRAS": PRODUCTION_EXTRAS},
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.fail(f"{location} did not build with EXTRAS={PRODUCTION_EXTRAS}:\n"
+                    f"{(result.stdout + result.stderr)[-3000:]}")  # fmt: skip
+    return f"{registry}/{location}:{tag}"
+
+
+def _import_in(docker: Docker, image: str) -> subprocess.CompletedProcess:
+    """Load the production compute log manager in the image as the chart runs it: non-root,
+    read-only root, no network."""
+    return docker(
+        "run", "--rm", "--user", IMAGE_USER, "--read-only", "--tmpfs", TMP, "--network", "none",
+        image, "python", "-c", IMPORT_COMPUTE_LOG_MANAGER, *PROD_COMPUTE_LOG_MANAGER,
+        check=False, timeout=180,
+    )  # fmt: skip
+
+
+def test_an_image_built_with_the_production_extras_loads_the_prod_compute_log_manager(
+    production_image: str, docker: Docker
+):
+    result = _import_in(docker, production_image)
+    labels = json.loads(docker("image", "inspect", production_image).stdout)[0]["Config"]
+    labels = labels["Labels"]
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == PROD_COMPUTE_LOG_MANAGER[1]
+    assert labels["io.dagster.extras"] == PRODUCTION_EXTRAS
+
+
+def test_the_default_image_leaves_the_aws_libraries_out(image: str, docker: Docker):
+    """The extra is opt-in: kind and the local platform never load it."""
+    if PRODUCTION_EXTRAS in os.environ.get("EXTRAS", "").replace(",", " ").split():
+        pytest.skip(f"this session's images are built with EXTRAS={os.environ['EXTRAS']}")
+    result = _import_in(docker, image)
+
+    assert result.returncode != 0
+    assert "No module named 'dagster_aws'" in result.stderr
+
+
 @pytest.fixture(scope="session")
 def image(build: Build) -> str:
     if build.returncode != 0:

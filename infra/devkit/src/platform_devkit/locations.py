@@ -134,6 +134,12 @@ class Location:
         return {self.role.user_var: self.role.name, self.role.password_var: RANDOM,
                 **self.secret_keys}  # fmt: skip
 
+    @property
+    def alert_webhook_var(self) -> str:
+        """The variable `make secrets` (infra/kind/secrets.sh) reads this team's own alert
+        webhook from, before the shared ALERT_WEBHOOK_URL: <LOCATION>_ALERT_WEBHOOK_URL."""
+        return f"{self.name.upper()}_ALERT_WEBHOOK_URL"
+
     def variables(self) -> tuple[str, ...]:
         """The variables this location's server and runs receive beyond the shared ones (the
         optional Secret keys when they are set)."""
@@ -403,8 +409,11 @@ def main(argv: list[str]) -> int:
     commands = {
         "names": lambda found: " ".join(loc.name for loc in found),
         "secrets": lambda found: "\n".join(secret_specs(found)),
-        # The Secrets that may hold OPTIONAL_SECRET_KEYS: the locations' own, not readers'.
-        "team-secrets": lambda found: " ".join(loc.secret for loc in found),
+        # The Secrets that may hold OPTIONAL_SECRET_KEYS (the locations' own, not readers'),
+        # each with the variable its own ALERT_WEBHOOK_URL comes from: `<secret> <VARIABLE>`.
+        "team-secrets": lambda found: "\n".join(
+            f"{loc.secret} {loc.alert_webhook_var}" for loc in found
+        ),
         "codeowners": lambda found: codeowners(found).rstrip("\n"),
         "json": lambda found: json.dumps([loc.as_dict() for loc in found]),
         "bootstrap": lambda found: bootstrap_script(found).rstrip("\n"),
