@@ -1,9 +1,20 @@
 """Freshness as Dagster 1.13 means it: FreshnessPolicy on the assets, judged by the daemon; no
 superseded freshness checks or sensors, and no freshness failure inside a load's run."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pytest
+from dagster._core.definitions.freshness import FreshnessState
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.test_utils import (
+    create_test_daemon_workspace_context,
+    freeze_time,
+    instance_for_test,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._daemon.freshness import FreshnessDaemon
 
 PAYMENTS = [dg.AssetKey(["raw", "payments"]), dg.AssetKey(["raw", "payments_rejected"])]
 
@@ -35,3 +46,49 @@ def test_shop_tables_warn_after_a_missed_hour_and_fail_after_two(ingestion_defs)
         assert isinstance(policy, dg.FreshnessPolicy), table
         assert policy.warn_window.to_timedelta() == timedelta(minutes=90)
         assert policy.fail_window.to_timedelta() == timedelta(hours=2)
+
+
+@pytest.fixture
+def daemon_workspace():
+    origin = InProcessCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(
+            module_name="ingestion.definitions", attribute="defs"
+        ),
+        location_name="ingestion",
+    )
+    with (
+        instance_for_test() as instance,
+        create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), instance) as ctx,
+    ):
+        yield ctx
+
+
+def _state_at(ctx, at: datetime) -> FreshnessState:
+    with freeze_time(at):
+        list(FreshnessDaemon().run_iteration(ctx))
+    return ctx.instance.get_freshness_state_records([PAYMENTS[0]])[PAYMENTS[0]].freshness_state
+
+
+@pytest.mark.parametrize(
+    ("loaded_at", "judged_at", "state"),
+    [
+        # The night's load, judged that morning after the deadline: fresh.
+        (datetime(2026, 3, 10, 2, tzinfo=UTC), datetime(2026, 3, 10, 9, 30, tzinfo=UTC), "PASS"),
+        # Yesterday's load is still fresh before this morning's deadline ...
+        (datetime(2026, 3, 9, 2, tzinfo=UTC), datetime(2026, 3, 10, 8, 59, tzinfo=UTC), "PASS"),
+        # ... and stale once the deadline passed without the night's load.
+        (datetime(2026, 3, 9, 2, tzinfo=UTC), datetime(2026, 3, 10, 9, 1, tzinfo=UTC), "FAIL"),
+        # A late load, after the deadline, makes the tables fresh again once it lands.
+        (datetime(2026, 3, 10, 9, 30, tzinfo=UTC), datetime(2026, 3, 10, 10, tzinfo=UTC), "PASS"),
+    ],
+    ids=["night-load", "before-deadline", "missed-deadline", "late-load"],
+)
+def test_the_freshness_daemon_judges_the_payment_policy_by_the_deadline(
+    daemon_workspace, loaded_at, judged_at, state
+):
+    with freeze_time(loaded_at):
+        daemon_workspace.instance.report_runless_asset_event(
+            dg.AssetMaterialization(PAYMENTS[0], partition="2026-03-08")
+        )
+
+    assert _state_at(daemon_workspace, judged_at) == FreshnessState(state)

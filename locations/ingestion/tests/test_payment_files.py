@@ -353,19 +353,103 @@ def test_a_ranged_run_and_day_by_day_runs_leave_the_same_rows(platform_env, mate
     assert platform_env.query("SELECT * FROM raw.payments_rejected ORDER BY 1, 2, 3") == rejected
 
 
-def test_a_ranged_run_over_a_day_without_a_file_fails_naming_it_and_loads_nothing(
+def _status(instance: dg.DagsterInstance, days: list[str]) -> dict[str, str]:
+    from ingestion.defs.payments.partitions import PAYMENTS_PARTITIONS
+
+    statuses = instance.get_status_by_partition(
+        dg.AssetKey(["raw", "payments"]), days, PAYMENTS_PARTITIONS
+    )
+    return {day: status.value if status else "missing" for day, status in statuses.items()}
+
+
+def test_a_ranged_run_loads_its_good_days_and_fails_the_day_without_a_file(
     platform_env, materialize
 ):
-    platform_env.seed()  # 2026-03-09 is held back
+    delivery = platform_env.seed()  # 2026-03-09 is held back
+    files = {f.day.isoformat(): f for f in delivery.files}
+    instance = dg.DagsterInstance.ephemeral()
 
     result = materialize(
-        PAYMENT_KEYS, raise_on_error=False,
+        PAYMENT_KEYS, raise_on_error=False, instance=instance,
         tags={**RANGE, "dagster/asset_partition_range_end": "2026-03-10"},
     )  # fmt: skip
 
     assert not result.success
-    assert "2026-03-09" in _failure(result)
-    assert platform_env.query("SELECT to_regclass('raw.payments')") == [(None,)]
+    good = ["2026-03-06", "2026-03-07", "2026-03-08", "2026-03-10"]
+    for day in good:
+        assert _day_state(platform_env, day) == (
+            files[day].good_rows, sum(files[day].malformed.values())
+        )  # fmt: skip
+    assert _day_state(platform_env, "2026-03-09") == (0, 0)
+    assert _status(instance, [*good, "2026-03-09"]) == {
+        **dict.fromkeys(good, "MATERIALIZED"), "2026-03-09": "FAILED",
+    }  # fmt: skip
+    assert instance.get_materialized_partitions(dg.AssetKey(["raw", "payments_rejected"])) == set(
+        good
+    )
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    bad_days = failure.step_failure_data.user_failure_data.metadata["bad_days"].value
+    assert list(bad_days) == ["2026-03-09"]
+    assert "no payment file" in bad_days["2026-03-09"]
+    by_day = {
+        e.partition: e.materialization.metadata["good_rows"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["raw", "payments"])
+    }
+    assert by_day == {day: files[day].good_rows for day in good}
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [("", "is empty (0 bytes)"), ("amount;currency\n", "is not a delivery")],
+    ids=["zero-bytes", "no-header"],
+)
+def test_a_bad_file_in_a_ranged_run_fails_only_its_day(platform_env, materialize, body, says):
+    platform_env.seed()
+    (platform_env.landing / "payments_2026-03-09.csv").write_text(body)
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = materialize(
+        PAYMENT_KEYS, raise_on_error=False, instance=instance,
+        tags={**RANGE, "dagster/asset_partition_range_end": "2026-03-10"},
+    )  # fmt: skip
+
+    assert not result.success
+    assert says in _failure(result)
+    days = ["2026-03-06", "2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"]
+    assert _status(instance, days) == {
+        **dict.fromkeys(days, "MATERIALIZED"), "2026-03-09": "FAILED",
+    }  # fmt: skip
+
+
+def test_a_day_that_would_be_emptied_keeps_its_rows_and_its_ids_stay_unique(
+    platform_env, materialize
+):
+    platform_env.seed()
+    materialize(PAYMENT_KEYS, partition_key="2026-03-07")
+    kept = _day_state(platform_env, "2026-03-07")
+    # 03-07 re-delivered empty; 03-08 re-delivered with a payment id raw holds for 03-07.
+    (platform_env.landing / "payments_2026-03-07_resend.csv").write_text(HEADER)
+    pid, order = platform_env.query(
+        "SELECT payment_id, order_id FROM raw.payments WHERE file_date = '2026-03-07' LIMIT 1"
+    )[0]
+    (platform_env.landing / "payments_2026-03-08_resend.csv").write_text(
+        f"{HEADER}{pid},{order},1.00,EUR,card,2026-03-08T10:00:00Z\n"
+    )
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = materialize(PAYMENT_KEYS, raise_on_error=False, instance=instance, tags=RANGE)
+
+    assert not result.success
+    assert "would replace 2026-03-07" in _failure(result)
+    assert _day_state(platform_env, "2026-03-07") == kept
+    assert _day_state(platform_env, "2026-03-08") == (0, 1)
+    assert platform_env.query(
+        "SELECT reason FROM raw.payments_rejected WHERE file_date = '2026-03-08'"
+    ) == [("duplicate_payment_id",)]
+    assert _status(instance, ["2026-03-06", "2026-03-07", "2026-03-08"]) == {
+        "2026-03-06": "MATERIALIZED", "2026-03-07": "FAILED", "2026-03-08": "MATERIALIZED",
+    }  # fmt: skip
 
 
 # -- freshness: a run of historical days is news at warning level, never a failure ---------------

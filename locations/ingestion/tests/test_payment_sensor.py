@@ -7,9 +7,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.test_utils import freeze_time
 
 from ingestion.defs.payments.files import modification_time
-from ingestion.defs.payments.sensors import RECENT_SECONDS, LandingCursor, payment_files_landed
+from ingestion.defs.payments.sensors import (
+    ATTEMPT_TAG,
+    RECENT_SECONDS,
+    RETRY_BACKOFF_SECONDS,
+    LandingCursor,
+    payment_files_landed,
+)
 from ingestion.defs.resources import PaymentLanding
 from platform_ops.recovery import RUN_RETRY_TAGS
 
@@ -28,9 +35,13 @@ def drop(landing: Path, name: str, body: str = "payment_id\n") -> Path:
     return path
 
 
-def tick(landing: Path, cursor: str | None) -> dg.SensorResult:
+def tick(
+    landing: Path, cursor: str | None, instance: dg.DagsterInstance | None = None
+) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        cursor=cursor, resources={"payment_landing": PaymentLanding(url=str(landing))}
+        cursor=cursor,
+        resources={"payment_landing": PaymentLanding(url=str(landing))},
+        instance=instance or dg.DagsterInstance.ephemeral(),
     )
     return payment_files_landed(context)
 
@@ -168,6 +179,7 @@ def test_a_history_arrives_as_one_backfill_of_both_payment_tables(landing, inges
     context = dg.build_sensor_context(
         resources={"payment_landing": PaymentLanding(url=str(landing))},
         definitions=ingestion_defs,
+        instance=dg.DagsterInstance.ephemeral(),
     )
 
     result = payment_files_landed(context)
@@ -175,7 +187,8 @@ def test_a_history_arrives_as_one_backfill_of_both_payment_tables(landing, inges
     [request] = result.run_requests
     assert request.requires_backfill_daemon()
     assert backfill_days(request) == history
-    assert request.tags == RUN_RETRY_TAGS
+    assert RUN_RETRY_TAGS.items() <= request.tags.items()
+    assert request.tags[ATTEMPT_TAG] == "0"
     # What the sensor daemon checks before it submits the backfill.
     sensor = ingestion_defs.resolve_sensor_def("payment_files_landed")
     assert sensor.validate_backfill_requests(result.run_requests, context) == [request]
@@ -191,7 +204,7 @@ def test_a_single_new_day_is_one_run_with_the_platforms_run_retries(landing):
 
     assert request.partition_key == "2026-03-01"
     assert not request.requires_backfill_daemon()
-    assert request.tags == RUN_RETRY_TAGS
+    assert RUN_RETRY_TAGS.items() <= request.tags.items()
 
 
 def _deliver(landing: Path, day: str, at: float) -> Path:
@@ -205,22 +218,37 @@ def test_the_cursor_stays_bounded_however_many_files_the_landing_area_keeps(land
     delivered = start.timestamp() + DAY / 3  # each file lands at 08:00 the next morning
     for n in range(150):
         _deliver(landing, (start + timedelta(days=n)).date().isoformat(), delivered + n * DAY)
-    history = tick(landing, None)
+    # No request ever produces a run here: the worst case for the requests the cursor follows
+    # (each is retried, then given up). A day passes between ticks.
+    now = datetime.now(UTC).timestamp()
+    with freeze_time(now):
+        history = tick(landing, None)
     assert len(days(history)) == 150
 
     cursor, sizes = history.cursor, []
     for n in range(150, 190):
         day = (start + timedelta(days=n)).date().isoformat()
         _deliver(landing, day, delivered + n * DAY)
-        result = tick(landing, cursor)
-        assert days(result) == [day]
+        with freeze_time(now + (n - 149) * DAY):
+            result = tick(landing, cursor)
+        assert day in days(result)
         cursor = result.cursor
-        sizes.append(len(LandingCursor.parse(cursor).recent))
+        state = LandingCursor.parse(cursor)
+        sizes.append((len(state.recent), len(state.pending)))
 
     window = RECENT_SECONDS // DAY
-    assert max(sizes) <= window + 1
-    assert len(cursor) < 2_000
-    assert days(tick(landing, cursor)) == []  # the forgotten files are not requested again
+    assert max(recent for recent, _ in sizes) <= window + 1
+    assert max(pending for _, pending in sizes) <= 2 * (len(RETRY_BACKOFF_SECONDS) + 1)
+    assert len(cursor) < 4_000
+    # The requests in flight run out of retries; the forgotten files are not requested again.
+    first_requests = []
+    for n in range(41, 50):
+        with freeze_time(now + n * DAY):
+            result = tick(landing, cursor)
+        first_requests += [r for r in result.run_requests if r.tags[ATTEMPT_TAG] == "0"]
+        cursor = result.cursor
+    assert first_requests == []
+    assert LandingCursor.parse(cursor).pending == {}
 
 
 def test_a_forgotten_file_replaced_or_redelivered_is_requested_again(landing):

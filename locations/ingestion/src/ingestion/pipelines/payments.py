@@ -12,6 +12,7 @@ from psycopg2 import sql
 
 from ingestion.defs.payments.assets import (
     ALLOW_EMPTY_CONFIG,
+    BAD_DAYS,
     PAYMENT_SPECS,
     PAYMENTS,
     PAYMENTS_REJECTED,
@@ -155,7 +156,7 @@ EMPTY_FILE = (
 )
 UNUSABLE_FILE = (
     "{name} is not a delivery: {reason}. A delivery's first line is its header "
-    "(docs/payment-files.md). Nothing was loaded; deliver the day again."
+    "(docs/payment-files.md). Nothing was loaded for {day}; deliver the day again."
 )
 EMPTYING = (
     "{name} would replace {day}, which holds {loaded:,} payments in raw.payments, with none "
@@ -165,11 +166,12 @@ EMPTYING = (
 )
 
 
-def _refuse_emptying(
+def _emptying(
     files: list[LandingFile], rows: ValidatedRows, loaded: dict[date, int]
-) -> None:
-    """Fail before loading when a delivery would take a loaded day's payments to none."""
+) -> dict[date, str]:
+    """Why each delivery that would take a loaded day's payments to none is refused."""
     good_days = set(rows.good["file_date"].unique().to_pylist())
+    refused: dict[date, str] = {}
     for file in files:
         if file.day in good_days or not loaded.get(file.day):
             continue
@@ -180,13 +182,12 @@ def _refuse_emptying(
             else f"all its {len(bad):,} lines were rejected, first: {bad[0]['reason']}: "
             f"{bad[0]['detail']}"
         )
-        raise dg.Failure(
-            description=EMPTYING.format(
-                name=file.name, day=file.day, loaded=loaded[file.day], why=why,
-                config=ALLOW_EMPTY_CONFIG,
-                resend=f"payments_{file.day}_resend-{max(2, file.delivery + 1)}.csv",
-            )
+        refused[file.day] = EMPTYING.format(
+            name=file.name, day=file.day, loaded=loaded[file.day], why=why,
+            config=ALLOW_EMPTY_CONFIG,
+            resend=f"payments_{file.day}_resend-{max(2, file.delivery + 1)}.csv",
         )  # fmt: skip
+    return refused
 
 
 def _preview(rows: list[dict], limit: int = 10) -> str:
@@ -198,48 +199,87 @@ def _preview(rows: list[dict], limit: int = 10) -> str:
     return "\n".join(lines)
 
 
+def _validate_loadable(
+    files: list[LandingFile],
+    contents: dict[str, bytes],
+    warehouse: PostgresResource,
+    shop_db: PostgresResource,
+    allow_empty_redelivery: bool,
+    bad: dict[date, str],
+) -> tuple[list[LandingFile], ValidatedRows]:
+    """The files that can replace their days and their validated rows; `bad` gains the days
+    whose delivery cannot (no header, or it would empty a loaded day). Validation runs again
+    without those days, because a payment id raw holds for a day that is not replaced is a
+    duplicate for the days that are."""
+    while True:
+        days = [file.day for file in files]
+        rows = validate(
+            ((file, contents[file.name]) for file in files),
+            _known_orders(shop_db),
+            _loaded_elsewhere(warehouse, days),
+        )
+        refused = {
+            file.day: UNUSABLE_FILE.format(
+                name=file.name, day=file.day, reason=rows.unusable[file.name]
+            )
+            for file in files
+            if file.name in rows.unusable
+        }
+        if not allow_empty_redelivery and files:
+            refused |= {
+                day: why
+                for day, why in _emptying(files, rows, _loaded_payments(warehouse, days)).items()
+                if day not in refused
+            }
+        if not refused:
+            return files, rows
+        bad.update(refused)
+        files = [file for file in files if file.day not in refused]
+
+
 def load_payment_files(
     context: dg.AssetExecutionContext,
     landing: PaymentLanding,
     warehouse: PostgresResource,
     shop_db: PostgresResource,
     allow_empty_redelivery: bool = False,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckResult]:
     """Validate each run day's latest delivery, replace those days in both tables, report
-    the reject ratio."""
+    the reject ratio.
+
+    A day whose delivery is missing or unusable does not stop the others: the good days are
+    loaded and materialised one by one, then the step fails naming each bad day and why
+    (metadata `bad_days`), so Dagster shows those partitions failed and the rest loaded."""
     days = sorted(date.fromisoformat(key) for key in context.partition_keys)
     found = list_landing(landing.url)
     for skipped in found.skipped:
         context.log.warning(f"{skipped.name}: skipped, {skipped.reason}")
     latest = found.latest_by_day()
-    missing = [day for day in days if day not in latest]
-    if missing:
-        raise dg.Failure(
-            description=f"no payment file in {landing.url} for "
-            + ", ".join(d.isoformat() for d in missing),
-        )
-    files = [latest[day] for day in days]
-    superseded = [f.name for f in found.files if f.day in set(days) and f not in files]
+    bad: dict[date, str] = {
+        day: f"no payment file in {landing.url} for {day}" for day in days if day not in latest
+    }
+    files = [latest[day] for day in days if day in latest]
     context.log.info(f"validating {len(files)} file(s): {', '.join(f.name for f in files)}")
     contents = {file.name: read_bytes(landing.url, file) for file in files}
-    for file in files:
-        if not contents[file.name]:
-            raise dg.Failure(description=EMPTY_FILE.format(name=file.name, day=file.day))
-    rows = validate(
-        ((file, contents[file.name]) for file in files),
-        _known_orders(shop_db),
-        _loaded_elsewhere(warehouse, days),
+    bad |= {
+        file.day: EMPTY_FILE.format(name=file.name, day=file.day)
+        for file in files
+        if not contents[file.name]
+    }
+    files = [file for file in files if file.day not in bad]
+    files, rows = _validate_loadable(
+        files, contents, warehouse, shop_db, allow_empty_redelivery, bad
     )
-    for name, reason in rows.unusable.items():
-        raise dg.Failure(description=UNUSABLE_FILE.format(name=name, reason=reason))
-    if not allow_empty_redelivery:
-        _refuse_emptying(files, rows, _loaded_payments(warehouse, days))
+    if not files:
+        raise _bad_days_failure(bad, loaded=[])
 
+    good_days = [file.day for file in files]
+    superseded = [f.name for f in found.files if f.day in set(good_days) and f not in files]
     with raw_pipeline(PIPELINE_NAME, warehouse) as pipeline:
         results = list(
             DagsterDltResource().run(
                 context=context,
-                dlt_source=payment_files_source(rows, days),
+                dlt_source=payment_files_source(rows, good_days),
                 dlt_pipeline=pipeline,
                 dagster_dlt_translator=PaymentsTranslator(),
                 loader_file_format=SMALL_FILE_FORMAT,
@@ -248,28 +288,32 @@ def load_payment_files(
     _index_days(warehouse)
 
     by_reason = rows.rejected_by_reason()
-    # Per-partition row counts only make sense when the run covers one day.
-    one_day = len(days) == 1
-    extra = {
-        PAYMENTS: {
-            "good_rows": rows.good.num_rows,
-            "files": [f.name for f in files],
-            "superseded_files": superseded,
-            "skipped_files": [f"{s.name}: {s.reason}" for s in found.skipped],
-            **({"dagster/partition_row_count": rows.good.num_rows} if one_day else {}),
-        },
-        PAYMENTS_REJECTED: {
-            "rejected_rows": len(rows.rejected),
-            **({"dagster/partition_row_count": len(rows.rejected)} if one_day else {}),
-            "rejected_by_reason": by_reason,
-            "preview": dg.MetadataValue.md(_preview(rows.rejected)),
-        },
-    }
-    for result in results:
-        yield dg.MaterializeResult(
-            asset_key=result.asset_key,
-            metadata={**(result.metadata or {}), **extra[result.asset_key]},
-        )
+    if bad:
+        # Only the loaded days are materialised; the run's other partitions stay failed.
+        yield from _day_materializations(files, rows, superseded)
+    else:
+        # Per-partition row counts only make sense when the run covers one day.
+        one_day = len(days) == 1
+        extra = {
+            PAYMENTS: {
+                "good_rows": rows.good.num_rows,
+                "files": [f.name for f in files],
+                "superseded_files": superseded,
+                "skipped_files": [f"{s.name}: {s.reason}" for s in found.skipped],
+                **({"dagster/partition_row_count": rows.good.num_rows} if one_day else {}),
+            },
+            PAYMENTS_REJECTED: {
+                "rejected_rows": len(rows.rejected),
+                **({"dagster/partition_row_count": len(rows.rejected)} if one_day else {}),
+                "rejected_by_reason": by_reason,
+                "preview": dg.MetadataValue.md(_preview(rows.rejected)),
+            },
+        }
+        for result in results:
+            yield dg.MaterializeResult(
+                asset_key=result.asset_key,
+                metadata={**(result.metadata or {}), **extra[result.asset_key]},
+            )
 
     total = rows.good.num_rows + len(rows.rejected)
     ratio = len(rows.rejected) / total if total else 0.0
@@ -291,6 +335,50 @@ def load_payment_files(
             "max_reject_ratio": landing.max_reject_ratio,
             "days_over_limit": over,
             "rejected_by_reason": by_reason,
+        },
+    )
+    if bad:
+        raise _bad_days_failure(bad, loaded=good_days)
+
+
+def _day_materializations(
+    files: list[LandingFile], rows: ValidatedRows, superseded: list[str]
+) -> Iterator[dg.AssetMaterialization]:
+    good = {
+        entry["values"]: entry["counts"]
+        for entry in rows.good["file_date"].value_counts().to_pylist()
+    }
+    for file in files:
+        rejected = [r for r in rows.rejected if r["file_date"] == file.day]
+        yield dg.AssetMaterialization(
+            PAYMENTS,
+            partition=file.day.isoformat(),
+            metadata={
+                "good_rows": good.get(file.day, 0),
+                "dagster/partition_row_count": good.get(file.day, 0),
+                "files": [file.name],
+                "superseded_files": [n for n in superseded if f"_{file.day}" in n],
+            },
+        )
+        yield dg.AssetMaterialization(
+            PAYMENTS_REJECTED,
+            partition=file.day.isoformat(),
+            metadata={
+                "rejected_rows": len(rejected),
+                "dagster/partition_row_count": len(rejected),
+                "preview": dg.MetadataValue.md(_preview(rejected)),
+            },
+        )
+
+
+def _bad_days_failure(bad: dict[date, str], loaded: list[date]) -> dg.Failure:
+    listed = "\n".join(f"- {day}: {why}" for day, why in sorted(bad.items()))
+    done = f"{len(loaded)} other day(s) of the run were loaded" if loaded else "nothing was loaded"
+    return dg.Failure(
+        description=f"{len(bad)} day(s) not loaded ({done}):\n{listed}",
+        metadata={
+            BAD_DAYS: dg.MetadataValue.json({d.isoformat(): why for d, why in sorted(bad.items())}),
+            "loaded_days": [d.isoformat() for d in loaded],
         },
     )
 

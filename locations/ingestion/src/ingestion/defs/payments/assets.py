@@ -14,6 +14,9 @@ PAYMENTS = dg.AssetKey(["raw", "payments"])
 PAYMENTS_REJECTED = dg.AssetKey(["raw", "payments_rejected"])
 REJECT_CHECK = "reject_ratio_within_limit"
 NEWEST_DAY_CHECK = "newest_day_loaded"
+# The step failure's metadata entry naming each day a run could not load and why; the landing
+# sensor reads it to tell a bad delivery (wait for a new file) from an outage (retry).
+BAD_DAYS = "bad_days"
 
 # The provider delivers a day's file overnight: each morning the tables are loaded between
 # midnight and the 09:00 UTC deadline. Dagster judges the policy on the asset's latest load,
