@@ -40,6 +40,12 @@ SLOW: dict[str, dict[str, int]] = {
         "test_a_run_whose_worker_was_killed_is_failed_by_run_monitoring_and_frees_its_slot": 46,
         "test_a_run_that_lost_its_database_mid_load_is_failed_once_the_server_is_back": 42,
     },
+    # Two forced preparations (dbt parse) beside a process that loaded the definitions, and a
+    # pinning subprocess the devkit must wait for (CI: 44 s and 10 s alone).
+    "tests/platform/test_defs_state_isolation.py": {
+        "test_loaded_definitions_name_the_version_folder_which_outlives_a_re_prepare": 44,
+        "test_the_devkit_keeps_a_version_while_a_process_that_pinned_it_lives": 10,
+    },
     # A run held behind a busy pool, then signalled.
     "infra/devkit/tests/test_runner.py": {
         "test_sigterm_stops_a_run_that_waits_for_a_busy_pool": 25,
