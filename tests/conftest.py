@@ -57,19 +57,20 @@ SLOW: dict[str, dict[str, int]] = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the tests SLOW lists `slow` (before -m selects). A listed test missing from a module
     that was collected is an error: a renamed test would otherwise leave the list unnoticed."""
-    found: dict[str, set[str]] = {}
+    # By module: a run that selects one test by id collects only that one.
+    modules: dict[str, object] = {}
     for item in items:
         module, _, name = item.nodeid.partition("::")
         name = name.split("[", 1)[0]
-        found.setdefault(module, set()).add(name)
+        if module in SLOW and isinstance(item, pytest.Function):
+            modules[module] = item.module
         if name in SLOW.get(module, {}):
             item.add_marker(pytest.mark.slow)
     stale = [
         f"{module}::{name}"
-        for module, names in SLOW.items()
-        if module in found
-        for name in names
-        if name not in found[module]
+        for module, loaded in modules.items()
+        for name in SLOW[module]
+        if not hasattr(loaded, name)
     ]
     if stale:
         raise pytest.UsageError(

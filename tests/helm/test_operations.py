@@ -225,6 +225,25 @@ def test_an_ingress_without_authentication_is_refused(helm_available, tmp_path):
     assert "read-only-webserver.annotations must name its authentication" in result.stderr
 
 
+def test_without_a_read_only_host_only_the_writable_webserver_gets_an_ingress(
+    helm_available, tmp_path
+):
+    """A deployment without the read-only webserver (enableReadOnly off) leaves its host
+    empty: no Ingress then points at a Service that does not exist."""
+    prod = chartkit.load_yaml(chartkit.PLATFORM_CHART / "values-prod.yaml")
+    prod["ingress"]["readOnlyWebserver"] = {"host": "", "tlsSecretName": "", "annotations": {}}
+    values = tmp_path / "values-prod-writable-only.yaml"
+    values.write_text(yaml.safe_dump(prod))
+    result = chartkit.helm(
+        "template", chartkit.PLATFORM_RELEASE, str(chartkit.PLATFORM_CHART),
+        "-f", str(chartkit.platform_generated()), "-f", str(values),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    ingresses = [d for d in yaml.safe_load_all(result.stdout) if d and d.get("kind") == "Ingress"]
+    assert [d["metadata"]["name"] for d in ingresses] == ["platform-webserver"]
+
+
 def test_instance_retries_no_run_unless_its_tags_ask_and_the_comment_says_so(
     deployment_renders,
 ):

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,9 @@ def test_its_test_the_contracts_the_bootstrap_and_the_charts_pass_for_it(scaffol
         "tests/helm/test_deployment_contracts.py",
         "tests/helm/test_official_chart_values.py",
         "tests/helm/test_platform_chart.py",
+        # What every code server and run pod must have (the compute-logs volume among them).
+        "tests/helm/test_run_pods.py",
+        "tests/helm/test_operations.py",
     ]
     # -rs lists what skipped (the chart tests, where no chart repository answers) and why.
     result = run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests],
@@ -100,6 +104,23 @@ def test_its_test_the_contracts_the_bootstrap_and_the_charts_pass_for_it(scaffol
     # The new location is among what ran: its own tests and the per-location chart contracts.
     assert f"locations/{NAME}/tests/test_revenue_last_30_days.py" in collected.stdout
     assert f"[{NAME}]" in collected.stdout
+
+
+def test_it_declares_the_extras_production_images_are_built_with(scaffolded):
+    """`make images EXTRAS=aws` (docs/images.md) builds every location with the extra: one the
+    new location lacked would stop the whole build. The lock follows in `make new-location`."""
+    root, _, _ = scaffolded
+    declared = {}
+    for name in locations.workspace_paths(root):
+        project = tomllib.loads((root / name / "pyproject.toml").read_text())["project"]
+        declared[name] = project.get("optional-dependencies", {})
+    new = declared.pop(f"locations/{NAME}")
+
+    # The extras every location declares are the platform's (a location may add its own).
+    shared = set.intersection(*(set(extras) for extras in declared.values()))
+    assert shared
+    for name, extras in declared.items():
+        assert {extra: new.get(extra) for extra in shared} == {e: extras[e] for e in shared}, name
 
 
 def test_its_files_pass_the_repositorys_lint_as_written(scaffolded):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
 
 from platform_ops import alerts, recovery, testing
 
@@ -285,3 +286,71 @@ def test_a_run_failed_by_its_blocking_check_counts_although_its_asset_materialis
 
     (request,) = receiver.requests
     assert request["body"]["consecutive_failures"] == 2
+
+
+def deferred_sensor_from_env(monkeypatch, url: str):
+    monkeypatch.setenv(alerts.WEBHOOK_VARIABLE, url)
+    return alerts.definitions("exports").resolve_sensor_def(alerts.DEFERRED_SENSOR_NAME)
+
+
+def test_a_held_back_alert_is_posted_when_the_promised_retry_is_never_launched(
+    monkeypatch, receiver, broken_orders
+):
+    """The retry daemon may fail to launch the retry it promised (the code location down as it
+    tries) and then writes dagster/will_retry=false: the run-failure sensor has seen the run
+    already, so the deferred sensor posts it, once."""
+    sensor = sensor_from_env(monkeypatch, receiver.url)
+    deferred = deferred_sensor_from_env(monkeypatch, receiver.url)
+    with dg.instance_for_test(overrides=RUN_RETRIES) as instance:
+        run = run_orders(instance, RETRY_ANY_FAILURE)
+        sensor(testing.failure_context(instance, run.run_id))
+        assert receiver.requests == []
+        # Within the grace period, with the retry still promised: nothing yet.
+        deferred(dg.build_sensor_context(instance=instance))
+        assert receiver.requests == []
+
+        instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})
+        deferred(dg.build_sensor_context(instance=instance))
+        deferred(dg.build_sensor_context(instance=instance))
+        tag = instance.get_run_by_id(run.run_id).tags[alerts.DEFERRED_TAG]
+
+    (request,) = receiver.requests
+    assert request["body"]["run_id"] == run.run_id
+    assert request["body"]["error"] == "RuntimeError: too many connections for role"
+    assert "its run retry was not launched" in request["body"]["text"]
+    assert tag == "posted"
+
+
+def test_a_held_back_alert_whose_retry_was_launched_is_dropped(
+    monkeypatch, receiver, broken_orders
+):
+    sensor = sensor_from_env(monkeypatch, receiver.url)
+    deferred = deferred_sensor_from_env(monkeypatch, receiver.url)
+    with dg.instance_for_test(overrides=RUN_RETRIES) as instance:
+        run = run_orders(instance, RETRY_ANY_FAILURE)
+        sensor(testing.failure_context(instance, run.run_id))
+        retry = run_orders(instance, RETRY_ANY_FAILURE, retry_of=run)
+        # What the daemon writes on the run it retried.
+        instance.add_run_tags(run.run_id, {AUTO_RETRY_RUN_ID_TAG: retry.run_id})
+        deferred(dg.build_sensor_context(instance=instance))
+        tag = instance.get_run_by_id(run.run_id).tags[alerts.DEFERRED_TAG]
+
+    assert receiver.requests == []
+    assert tag == "retried"
+
+
+def test_a_promised_retry_that_never_starts_is_posted_after_the_grace_period(
+    monkeypatch, receiver, broken_orders
+):
+    """The retry daemon not running at all: the run keeps dagster/will_retry=true."""
+    monkeypatch.setattr(alerts, "RETRY_GRACE_SECONDS", 0)
+    sensor = sensor_from_env(monkeypatch, receiver.url)
+    deferred = deferred_sensor_from_env(monkeypatch, receiver.url)
+    with dg.instance_for_test(overrides=RUN_RETRIES) as instance:
+        run = run_orders(instance, RETRY_ANY_FAILURE)
+        sensor(testing.failure_context(instance, run.run_id))
+        assert alerts.will_be_retried(instance.get_run_by_id(run.run_id), instance)
+        deferred(dg.build_sensor_context(instance=instance))
+
+    (request,) = receiver.requests
+    assert request["body"]["run_id"] == run.run_id

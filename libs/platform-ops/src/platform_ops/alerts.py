@@ -13,6 +13,7 @@ never logged, put in a definition or sent anywhere but to itself. Unset, no sens
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 
@@ -21,6 +22,7 @@ from dagster._core.events import RunFailureReason
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
 from dagster._core.execution.retries import auto_reexecution_should_retry_run
 from dagster._core.storage.tags import (
+    AUTO_RETRY_RUN_ID_TAG,
     BACKFILL_ID_TAG,
     RETRY_NUMBER_TAG,
     RUN_FAILURE_REASON_TAG,
@@ -32,6 +34,15 @@ WEBHOOK_VARIABLE = "ALERT_WEBHOOK_URL"
 # Where the UI is (e.g. https://dagster.example.com): runs are linked when it is set.
 WEBSERVER_VARIABLE = "DAGSTER_WEBSERVER_URL"
 SENSOR_NAME = "run_failure_alert"
+DEFERRED_SENSOR_NAME = "run_retry_alert"
+# Put on a failed run whose alert waits for Dagster's retry, with the location as its value;
+# `posted` or `retried` once the deferred sensor has settled it.
+DEFERRED_TAG = "platform/alert_deferred"
+# A promised retry not launched within this is treated as not coming (the daemon stopped, or
+# it failed to launch and wrote no dagster/will_retry=false): the failure is posted.
+RETRY_GRACE_SECONDS = 600
+# Failed runs whose alert waits, looked at per tick: more are settled on later ticks.
+DEFERRED_BATCH = 50
 # A receiver that does not answer within this delays the sensor's tick, never blocks it.
 POST_TIMEOUT_SECONDS = 10
 # How many of an asset's latest planned runs `consecutive_failures` looks at: enough for any
@@ -44,11 +55,11 @@ def _event_data(instance: dg.DagsterInstance, run_id: str, event_type: dg.Dagste
     return [r.event_log_entry.dagster_event.event_specific_data for r in records]
 
 
-def _error_line(context: dg.RunFailureSensorContext) -> str:
+def _error_line(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     """The first line of the first step's error, at its root cause (the wrapper Dagster puts
     around user code says only which op raised); the run's own failure message otherwise."""
-    for event in context.get_step_failure_events():
-        error = event.step_failure_data.error
+    for data in _event_data(instance, run.run_id, dg.DagsterEventType.STEP_FAILURE):
+        error = data.error
         while error is not None and error.cause is not None:
             error = error.cause
         if error is not None and error.message.strip():
@@ -57,7 +68,11 @@ def _error_line(context: dg.RunFailureSensorContext) -> str:
             if error.cls_name == "Failure":
                 line = line.split(": ", 1)[-1]
             return line
-    return (context.failure_event.message or "run failed").strip().splitlines()[0]
+    failures = instance.get_records_for_run(
+        run_id=run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+    ).records
+    message = failures[-1].event_log_entry.dagster_event.message if failures else None
+    return (message or "run failed").strip().splitlines()[0]
 
 
 def will_be_retried(run: dg.DagsterRun, instance: dg.DagsterInstance) -> bool:
@@ -122,11 +137,12 @@ def consecutive_failures(
 
 
 def failure_payload(
-    context: dg.RunFailureSensorContext, location: str, webserver_url: str | None = None
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    location: str,
+    webserver_url: str | None = None,
 ) -> dict:
     """The webhook body for a failed run."""
-    run = context.dagster_run
-    instance = context.instance
     planned = _event_data(instance, run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
     asset_keys = sorted(
         {p.asset_key for p in planned if p.asset_key}, key=dg.AssetKey.to_user_string
@@ -136,7 +152,7 @@ def failure_payload(
     failed_checks = sorted(
         e.asset_check_key.to_user_string() for e in evaluations if not e.passed and e.blocking
     )
-    error = _error_line(context)
+    error = _error_line(instance, run)
     what = ", ".join(assets) if assets else run.job_name
     checks = f" (blocking check failed: {', '.join(failed_checks)})" if failed_checks else ""
     root_run_id = run.root_run_id or run.run_id
@@ -205,28 +221,86 @@ def failure_sensor(
         run = context.dagster_run
         run_id = run.run_id
         if will_be_retried(run, context.instance):
+            # Settled by the deferred sensor: posted if the retry never comes (the daemon
+            # could not launch it), dropped once it is launched.
+            context.instance.add_run_tags(run_id, {DEFERRED_TAG: location})
             context.log.info(
                 f"run {run_id} (attempt {attempt(run)} of run {run.root_run_id or run_id}) "
                 "failed; not posted: Dagster's run retries will re-execute it"
             )
             return
-        try:
-            status = post(webhook_url, failure_payload(context, location, webserver_url))
-        # A receiver that is down must not stop the sensor: the next failure is posted again.
-        except Exception as error:
-            context.log.warning(
-                f"alert for failed run {run_id} not delivered: {_reason(error, webhook_url)}"
-            )
-            return
-        context.log.info(f"alert for failed run {run_id} delivered (HTTP {status})")
+        payload = failure_payload(context.instance, run, location, webserver_url)
+        deliver(context.log, webhook_url, payload)
 
     return _alert
 
 
+def deliver(log, webhook_url: str, payload: dict) -> bool:
+    """POST the alert; whether it was accepted. A receiver that is down must not stop the
+    sensor: the failure is logged (without the URL) and the next alert is posted again."""
+    try:
+        status = post(webhook_url, payload)
+    except Exception as error:
+        log.warning(
+            f"alert for failed run {payload['run_id']} not delivered: {_reason(error, webhook_url)}"
+        )
+        return False
+    log.info(f"alert for failed run {payload['run_id']} delivered (HTTP {status})")
+    return True
+
+
+def deferred_sensor(
+    location: str, webhook_url: str, webserver_url: str | None = None
+) -> dg.SensorDefinition:
+    """Settles the alerts the failure sensor held back for a run retry. A run-failure sensor
+    sees each run once, and Dagster's retry daemon may still not launch the retry it promised
+    (the code location unreachable as it tries: then it writes dagster/will_retry=false): such
+    a failure is posted here, as is one whose retry did not start within RETRY_GRACE_SECONDS.
+    A run whose retry was launched needs no alert (the retry's own failure is posted)."""
+
+    @dg.sensor(
+        name=DEFERRED_SENSOR_NAME,
+        description=(
+            f"Posts failed runs of {location} whose run retry was promised but never launched "
+            f"to the webhook in {WEBHOOK_VARIABLE}."
+        ),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _settle(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        instance = context.instance
+        records = instance.get_run_records(
+            dg.RunsFilter(tags={DEFERRED_TAG: location}), limit=DEFERRED_BATCH
+        )
+        now = time.time()
+        posted = 0
+        for record in records:
+            run = record.dagster_run
+            if run.tags.get(AUTO_RETRY_RUN_ID_TAG):
+                instance.add_run_tags(run.run_id, {DEFERRED_TAG: "retried"})
+                continue
+            ended = record.end_time or record.update_timestamp.timestamp()
+            if will_be_retried(run, instance) and now - ended < RETRY_GRACE_SECONDS:
+                continue  # the daemon has not acted yet
+            payload = failure_payload(instance, run, location, webserver_url)
+            payload["text"] += " (its run retry was not launched)"
+            if deliver(context.log, webhook_url, payload):
+                instance.add_run_tags(run.run_id, {DEFERRED_TAG: "posted"})
+                posted += 1
+        return dg.SkipReason(f"{len(records)} held-back alert(s) looked at, {posted} posted")
+
+    return _settle
+
+
 def definitions(location: str) -> dg.Definitions:
-    """The location's alert sensor when ALERT_WEBHOOK_URL is set, else nothing."""
+    """The location's alert sensors when ALERT_WEBHOOK_URL is set, else nothing."""
     webhook_url = os.environ.get(WEBHOOK_VARIABLE, "").strip()
     if not webhook_url:
         return dg.Definitions()
     webserver_url = os.environ.get(WEBSERVER_VARIABLE, "").strip() or None
-    return dg.Definitions(sensors=[failure_sensor(location, webhook_url, webserver_url)])
+    return dg.Definitions(
+        sensors=[
+            failure_sensor(location, webhook_url, webserver_url),
+            deferred_sensor(location, webhook_url, webserver_url),
+        ]
+    )

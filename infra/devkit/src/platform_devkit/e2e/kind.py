@@ -170,7 +170,11 @@ class KindDeployment(Deployment):
         argv += [f"{k}={v}" for k, v in {"KUBE_CONTEXT": CONTEXT, **variables}.items()]
         self.progress(" ".join(argv))
         # The webhook URL reaches secrets.sh through the environment, not the command line.
-        env = {**os.environ, **({"ALERT_WEBHOOK_URL": self.alerts.url} if self.alerts else {})}
+        # A team's own <NAME>_ALERT_WEBHOOK_URL from the shell would win over the receiver and
+        # send test alerts to a real channel: the test's run has none.
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_ALERT_WEBHOOK_URL")}
+        if self.alerts:
+            env["ALERT_WEBHOOK_URL"] = self.alerts.url
         subprocess.run(argv, cwd=REPO_ROOT, check=True, timeout=1800, env=env)
 
     @staticmethod

@@ -13,7 +13,7 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.events import DagsterEventType
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
-from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
+from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG
 
 # The clock Dagster's own daemons read (and its tests freeze).
 from dagster._time import get_current_timestamp
@@ -22,6 +22,7 @@ from ingestion.defs.payments.assets import BAD_DAYS, PAYMENT_SPECS, PAYMENTS
 from ingestion.defs.payments.files import Landing, list_landing
 from ingestion.defs.payments.partitions import PAYMENTS_PARTITIONS
 from ingestion.defs.resources import PaymentLanding
+from platform_ops.alerts import will_be_retried
 from platform_ops.recovery import RUN_RETRY_TAGS
 
 # How long the cursor remembers a file after newer ones arrived, by modification time. A file
@@ -178,7 +179,7 @@ def outcome(instance: dg.DagsterInstance, rid: str, entry: Pending, now: float) 
             return None
     if (backfill is None and not runs) and now - (entry.requested_at or now) < SUBMIT_GRACE_SECONDS:
         return None
-    if any(_unfinished(run) for run in runs):
+    if any(_unfinished(instance, run) for run in runs):
         return None
     result = Outcome()
     if backfill is not None and backfill.status == BulkActionStatus.CANCELED:
@@ -195,10 +196,12 @@ def outcome(instance: dg.DagsterInstance, rid: str, entry: Pending, now: float) 
     return result
 
 
-def _unfinished(run: dg.DagsterRun) -> bool:
-    """Running, or failed with a run retry still to come (its retry carries the same tags)."""
-    will_retry = run.tags.get(WILL_RETRY_TAG) == "true" and AUTO_RETRY_RUN_ID_TAG not in run.tags
-    return run.status not in FINISHED_STATUSES or will_retry
+def _unfinished(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Running, or failed with a run retry still to come (its retry carries the same tags): the
+    rule of Dagster's retry daemon, which retries no run of a backfill that has ended."""
+    if run.status not in FINISHED_STATUSES:
+        return True
+    return AUTO_RETRY_RUN_ID_TAG not in run.tags and will_be_retried(run, instance)
 
 
 def _materialized_in(instance: dg.DagsterInstance, run_id: str) -> set[str]:
