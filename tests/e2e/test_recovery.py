@@ -79,10 +79,11 @@ def test_a_run_that_loses_the_warehouse_alerts_and_its_assets_recover_unattended
     assert {run["status"] for run in by.values()} == {"SUCCESS"}
     assert not [run for run in by.values() if {"key": "e2e", "value": "explicit"} in run["tags"]]
 
-    # An eager rebuild would pass the checks above too: every run that rebuilt the assets must
-    # have been requested by the retry rule alone for at least one of them (the asset's own
-    # condition false). The assets downstream of it in the same run may show eager true too:
-    # eager counts a dependency that the same tick requests as updated.
+    # An ordinary eager rebuild would pass the checks above too: the tick that requested each
+    # rebuilt asset must have found the retry rule true. Whether it was true alone depends on
+    # the live deployment (ingestion may load new rows during the outage, and then eager is
+    # true as well, rightly), so that is reported here and asserted where the clock and the
+    # data are fixed: tests/pipeline/test_recovery.py.
     why: dict[str, dict[str, str | None]] = {}
     for key, materialization in sorted(recovered.items()):
         record = gql.evaluation_that_requested(key, materialization["runId"])
@@ -91,5 +92,7 @@ def test_a_run_that_loses_the_warehouse_alerts_and_its_assets_recover_unattended
         true = [n["userLabel"] for n in nodes if n["userLabel"] and n["numTrue"]]
         assert RETRY_LABEL in true, f"{key} was not requested by {RETRY_LABEL!r}: {true}"
         why.setdefault(materialization["runId"], {})[key] = retry_request(nodes)
-    deployment.progress(f"retry levels that alone requested the rebuilding runs: {why}")
-    assert all(any(levels.values()) for levels in why.values()), why
+    deployment.progress(
+        f"retry rule true for every rebuilt asset; the retry levels that alone requested them "
+        f"(None: the asset's own condition was true too): {why}"
+    )
