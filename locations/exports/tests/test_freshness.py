@@ -8,59 +8,38 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 
-import dagster as dg
 import pytest
 from dagster._core.definitions.freshness import FreshnessState
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-from dagster._daemon.freshness import FreshnessDaemon
 
 from exports.definitions import defs
+from platform_ops.testing import FreshnessDaemon
 
 HOUR = timedelta(hours=1).total_seconds()
 MINUTE = timedelta(minutes=1).total_seconds()
 
 
 class Freshness:
-    """The freshness daemon over the exports location, as `dagster-daemon` runs it."""
+    """The freshness daemon over the exports location, judging everything it publishes."""
 
-    def __init__(self, instance: dg.DagsterInstance, context) -> None:
-        self.instance = instance
-        self.context = context
-        self.daemon = FreshnessDaemon()
+    def __init__(self, daemon: FreshnessDaemon) -> None:
+        self.daemon = daemon
         self.published = sorted(defs().resolve_asset_graph().materializable_asset_keys)
 
     def refreshed(self) -> float:
         """Record a materialisation of every published asset; the latest timestamp."""
-        for key in self.published:
-            self.instance.report_runless_asset_event(dg.AssetMaterialization(key))
-        events = [self.instance.get_latest_materialization_event(k) for k in self.published]
-        return max(event.timestamp for event in events)
+        return self.daemon.materialized(self.published)
 
     def states(self, at: float) -> set[FreshnessState]:
         """One daemon iteration at clock time `at`: the states of the published assets."""
-        with freeze_time(at):
-            list(self.daemon.run_iteration(self.context))
-        records = self.instance.get_freshness_state_records(self.published)
+        records = self.daemon.states(self.published, at)
         assert set(records) == set(self.published)
-        return {record.freshness_state for record in records.values()}
+        return set(records.values())
 
 
 @pytest.fixture
 def freshness() -> Iterator[Freshness]:
-    origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name="exports.definitions", attribute="defs"),
-        location_name="exports",
-    )
-    with (
-        dg.instance_for_test() as instance,
-        create_test_daemon_workspace_context(
-            InProcessWorkspaceLoadTarget(origin), instance
-        ) as context,
-    ):
-        yield Freshness(instance, context)
+    with FreshnessDaemon("exports.definitions", "exports") as daemon:
+        yield Freshness(daemon)
 
 
 def test_published_assets_pass_for_three_hours_warn_until_26_and_then_fail(freshness):

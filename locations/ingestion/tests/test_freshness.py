@@ -1,20 +1,14 @@
 """Freshness as Dagster 1.13 means it: FreshnessPolicy on the assets, judged by the daemon; no
 superseded freshness checks or sensors, and no freshness failure inside a load's run."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 from dagster._core.definitions.freshness import FreshnessState
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.test_utils import (
-    create_test_daemon_workspace_context,
-    freeze_time,
-    instance_for_test,
-)
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-from dagster._daemon.freshness import FreshnessDaemon
+
+from platform_ops.testing import FreshnessDaemon
 
 PAYMENTS = [dg.AssetKey(["raw", "payments"]), dg.AssetKey(["raw", "payments_rejected"])]
 
@@ -49,24 +43,9 @@ def test_shop_tables_warn_after_a_missed_hour_and_fail_after_two(ingestion_defs)
 
 
 @pytest.fixture
-def daemon_workspace():
-    origin = InProcessCodeLocationOrigin(
-        loadable_target_origin=LoadableTargetOrigin(
-            module_name="ingestion.definitions", attribute="defs"
-        ),
-        location_name="ingestion",
-    )
-    with (
-        instance_for_test() as instance,
-        create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), instance) as ctx,
-    ):
-        yield ctx
-
-
-def _state_at(ctx, at: datetime) -> FreshnessState:
-    with freeze_time(at):
-        list(FreshnessDaemon().run_iteration(ctx))
-    return ctx.instance.get_freshness_state_records([PAYMENTS[0]])[PAYMENTS[0]].freshness_state
+def daemon() -> Iterator[FreshnessDaemon]:
+    with FreshnessDaemon("ingestion.definitions", "ingestion") as daemon:
+        yield daemon
 
 
 @pytest.mark.parametrize(
@@ -84,11 +63,8 @@ def _state_at(ctx, at: datetime) -> FreshnessState:
     ids=["night-load", "before-deadline", "missed-deadline", "late-load"],
 )
 def test_the_freshness_daemon_judges_the_payment_policy_by_the_deadline(
-    daemon_workspace, loaded_at, judged_at, state
+    daemon, loaded_at, judged_at, state
 ):
-    with freeze_time(loaded_at):
-        daemon_workspace.instance.report_runless_asset_event(
-            dg.AssetMaterialization(PAYMENTS[0], partition="2026-03-08")
-        )
+    daemon.materialized([PAYMENTS[0]], at=loaded_at.timestamp(), partition="2026-03-08")
 
-    assert _state_at(daemon_workspace, judged_at) == FreshnessState(state)
+    assert daemon.states([PAYMENTS[0]], judged_at.timestamp())[PAYMENTS[0]] == FreshnessState(state)

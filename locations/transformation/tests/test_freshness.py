@@ -10,13 +10,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.definitions.freshness import FreshnessState
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-from dagster._daemon.freshness import FreshnessDaemon
 
 from platform_devkit.defs_state import prepare
+from platform_ops.testing import FreshnessDaemon
 
 LOCATION = Path(__file__).resolve().parents[1]
 HOUR = timedelta(hours=1).total_seconds()
@@ -24,13 +20,12 @@ MINUTE = timedelta(minutes=1).total_seconds()
 
 
 class Freshness:
-    """The freshness daemon over the transformation location, as `dagster-daemon` runs it."""
+    """The freshness daemon over the transformation location: its models, and the upstream
+    tables it only reads."""
 
-    def __init__(self, instance: dg.DagsterInstance, context) -> None:
-        self.instance = instance
-        self.context = context
-        self.daemon = FreshnessDaemon()
-        graph = context.create_request_context().asset_graph
+    def __init__(self, daemon: FreshnessDaemon) -> None:
+        self.daemon = daemon
+        graph = daemon.asset_graph
         self.models = sorted(
             k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
         )
@@ -38,16 +33,11 @@ class Freshness:
 
     def built(self, keys: list[dg.AssetKey]) -> float:
         """Record a materialisation of each of `keys`; the latest timestamp."""
-        for key in keys:
-            self.instance.report_runless_asset_event(dg.AssetMaterialization(key))
-        return max(self.instance.get_latest_materialization_event(k).timestamp for k in keys)
+        return self.daemon.materialized(keys)
 
     def states(self, at: float) -> dict[dg.AssetKey, FreshnessState]:
         """One daemon iteration at clock time `at`: each asset's freshness state."""
-        with freeze_time(at):
-            list(self.daemon.run_iteration(self.context))
-        records = self.instance.get_freshness_state_records([*self.models, *self.upstream])
-        return {key: record.freshness_state for key, record in records.items()}
+        return self.daemon.states([*self.models, *self.upstream], at)
 
     def of_models(self, at: float) -> set[FreshnessState]:
         states = self.states(at)
@@ -57,17 +47,8 @@ class Freshness:
 @pytest.fixture
 def freshness() -> Iterator[Freshness]:
     prepare(LOCATION, progress=lambda _: None)
-    origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name="transformation.definitions", attribute="defs"),
-        location_name="transformation",
-    )
-    with (
-        dg.instance_for_test() as instance,
-        create_test_daemon_workspace_context(
-            InProcessWorkspaceLoadTarget(origin), instance
-        ) as context,
-    ):
-        yield Freshness(instance, context)
+    with FreshnessDaemon("transformation.definitions", "transformation") as daemon:
+        yield Freshness(daemon)
 
 
 def test_models_pass_for_three_hours_after_a_build_warn_until_26_and_then_fail(freshness):
@@ -83,8 +64,7 @@ def test_models_pass_for_three_hours_after_a_build_warn_until_26_and_then_fail(f
 def test_a_model_rebuilt_while_the_others_went_stale_is_the_only_fresh_one(freshness):
     fct_orders = dg.AssetKey(["marts", "fct_orders"])
     built = freshness.built(freshness.models)
-    with freeze_time(built + 25 * HOUR):
-        freshness.built([fct_orders])
+    freshness.daemon.materialized([fct_orders], at=built + 25 * HOUR)
 
     states = freshness.states(built + 27 * HOUR)
 

@@ -1,8 +1,10 @@
 """Test helpers for the library's tests, the locations' and the end-to-end suite: a real HTTP
 webhook receiver on 127.0.0.1, the sensor context of a failed run, a port that refuses
-connections (a warehouse that is gone), and what in an automation tick's evaluation requested
-a run (the retry rule of `platform_ops.recovery`, or the asset's own condition)."""
+connections (a warehouse that is gone), what in an automation tick's evaluation requested
+a run (the retry rule of `platform_ops.recovery`, or the asset's own condition), and Dagster's
+freshness daemon over a location at chosen clock times."""
 
+import contextlib
 import json
 import socket
 import threading
@@ -107,3 +109,66 @@ def retry_request(nodes: list[dict]) -> str | None:
         return None
     levels = [n for n in nodes if (n["userLabel"] or "").startswith("retry ") and n["numTrue"]]
     return levels[0]["userLabel"] if levels else None
+
+
+class FreshnessDaemon:
+    """Dagster's freshness daemon over one code location loaded in this process, as
+    `dagster-daemon` runs it, on a real test instance: record materialisations at a clock
+    time, run one iteration at another, read each asset's freshness state. A context manager:
+    the instance and the workspace live from entering to leaving."""
+
+    def __init__(self, module: str, location: str) -> None:
+        self.module = module
+        self.location = location
+
+    def __enter__(self) -> "FreshnessDaemon":
+        # Dagster's own test harness for daemons; private, pinned with dagster.
+        from dagster._core.remote_origin import InProcessCodeLocationOrigin
+        from dagster._core.test_utils import create_test_daemon_workspace_context
+        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+        from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+        from dagster._daemon.freshness import FreshnessDaemon as Daemon
+
+        origin = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name=self.module, attribute="defs"),
+            location_name=self.location,
+        )
+        self._stack = contextlib.ExitStack()
+        self.instance = self._stack.enter_context(dg.instance_for_test())
+        self.context = self._stack.enter_context(
+            create_test_daemon_workspace_context(
+                InProcessWorkspaceLoadTarget(origin), self.instance
+            )
+        )
+        self._daemon = Daemon()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stack.close()
+
+    @property
+    def asset_graph(self):
+        return self.context.create_request_context().asset_graph
+
+    def materialized(
+        self, keys: list[dg.AssetKey], at: float | None = None, partition: str | None = None
+    ) -> float:
+        """Record a materialisation of each of `keys` (at clock time `at`, seconds since the
+        epoch, or now); the latest one's timestamp."""
+        from dagster._core.test_utils import freeze_time
+
+        with freeze_time(at) if at is not None else contextlib.nullcontext():
+            for key in keys:
+                self.instance.report_runless_asset_event(
+                    dg.AssetMaterialization(key, partition=partition)
+                )
+        return max(self.instance.get_latest_materialization_event(k).timestamp for k in keys)
+
+    def states(self, keys: list[dg.AssetKey], at: float) -> dict:
+        """One daemon iteration at clock time `at`: {key: FreshnessState} of `keys`."""
+        from dagster._core.test_utils import freeze_time
+
+        with freeze_time(at):
+            list(self._daemon.run_iteration(self.context))
+        records = self.instance.get_freshness_state_records(keys)
+        return {key: record.freshness_state for key, record in records.items()}
