@@ -4,6 +4,8 @@ webserver share), run retries are on with none by default (each location sets it
 production exposes the UI behind TLS and an authentication proxy with a read-only webserver
 for viewers, which the NetworkPolicies let through."""
 
+from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import chartkit
@@ -209,17 +211,25 @@ def test_production_authenticates_each_host_with_its_own_rule(deployment_renders
     assert writable_groups < viewer_groups
 
 
-def test_an_ingress_without_authentication_is_refused(helm_available, tmp_path):
-    """Neither webserver has a login of its own: a host whose auth-url was left out of the
-    production values (an overlay copied without it) does not render."""
+def render_platform_prod_with(tmp_path: Path, ingress: Callable[[dict], None]):
+    """`helm template` of the platform chart with the production values, their `ingress`
+    changed by `ingress` (as an overlay copied with an edit would)."""
     prod = chartkit.load_yaml(chartkit.PLATFORM_CHART / "values-prod.yaml")
-    del prod["ingress"]["readOnlyWebserver"]["annotations"][AUTH_URL]
-    values = tmp_path / "values-prod-without-auth.yaml"
+    ingress(prod["ingress"])
+    values = tmp_path / "values-prod-edited.yaml"
     values.write_text(yaml.safe_dump(prod))
-    result = chartkit.helm(
+    return chartkit.helm(
         "template", chartkit.PLATFORM_RELEASE, str(chartkit.PLATFORM_CHART),
         "-f", str(chartkit.platform_generated()), "-f", str(values),
     )  # fmt: skip
+
+
+def test_an_ingress_without_authentication_is_refused(helm_available, tmp_path):
+    """Neither webserver has a login of its own: a host whose auth-url was left out of the
+    production values (an overlay copied without it) does not render."""
+    result = render_platform_prod_with(
+        tmp_path, lambda ingress: ingress["readOnlyWebserver"]["annotations"].pop(AUTH_URL)
+    )
 
     assert result.returncode != 0
     assert "read-only-webserver.annotations must name its authentication" in result.stderr
@@ -230,14 +240,12 @@ def test_without_a_read_only_host_only_the_writable_webserver_gets_an_ingress(
 ):
     """A deployment without the read-only webserver (enableReadOnly off) leaves its host
     empty: no Ingress then points at a Service that does not exist."""
-    prod = chartkit.load_yaml(chartkit.PLATFORM_CHART / "values-prod.yaml")
-    prod["ingress"]["readOnlyWebserver"] = {"host": "", "tlsSecretName": "", "annotations": {}}
-    values = tmp_path / "values-prod-writable-only.yaml"
-    values.write_text(yaml.safe_dump(prod))
-    result = chartkit.helm(
-        "template", chartkit.PLATFORM_RELEASE, str(chartkit.PLATFORM_CHART),
-        "-f", str(chartkit.platform_generated()), "-f", str(values),
-    )  # fmt: skip
+    result = render_platform_prod_with(
+        tmp_path,
+        lambda ingress: ingress.update(
+            readOnlyWebserver={"host": "", "tlsSecretName": "", "annotations": {}}
+        ),
+    )
 
     assert result.returncode == 0, result.stderr
     ingresses = [d for d in yaml.safe_load_all(result.stdout) if d and d.get("kind") == "Ingress"]

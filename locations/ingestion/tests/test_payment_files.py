@@ -362,6 +362,14 @@ def _status(instance: dg.DagsterInstance, days: list[str]) -> dict[str, str]:
     return {day: status.value if status else "missing" for day, status in statuses.items()}
 
 
+def _run_five_days(materialize, instance: dg.DagsterInstance):
+    """One ranged run of the payment tables, 2026-03-06 to 2026-03-10, allowed to fail."""
+    return materialize(
+        PAYMENT_KEYS, raise_on_error=False, instance=instance,
+        tags={**RANGE, "dagster/asset_partition_range_end": "2026-03-10"},
+    )  # fmt: skip
+
+
 def test_a_ranged_run_loads_its_good_days_and_fails_the_day_without_a_file(
     platform_env, materialize
 ):
@@ -369,10 +377,7 @@ def test_a_ranged_run_loads_its_good_days_and_fails_the_day_without_a_file(
     files = {f.day.isoformat(): f for f in delivery.files}
     instance = dg.DagsterInstance.ephemeral()
 
-    result = materialize(
-        PAYMENT_KEYS, raise_on_error=False, instance=instance,
-        tags={**RANGE, "dagster/asset_partition_range_end": "2026-03-10"},
-    )  # fmt: skip
+    result = _run_five_days(materialize, instance)
 
     assert not result.success
     good = ["2026-03-06", "2026-03-07", "2026-03-08", "2026-03-10"]
@@ -409,10 +414,7 @@ def test_a_bad_file_in_a_ranged_run_fails_only_its_day(platform_env, materialize
     (platform_env.landing / "payments_2026-03-09.csv").write_text(body)
     instance = dg.DagsterInstance.ephemeral()
 
-    result = materialize(
-        PAYMENT_KEYS, raise_on_error=False, instance=instance,
-        tags={**RANGE, "dagster/asset_partition_range_end": "2026-03-10"},
-    )  # fmt: skip
+    result = _run_five_days(materialize, instance)
 
     assert not result.success
     assert says in _failure(result)
